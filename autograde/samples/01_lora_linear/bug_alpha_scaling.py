@@ -1,0 +1,22 @@
+# sample: scales by alpha instead of alpha / rank
+# expect: partial
+# fails: update, scaling
+# %% [lora_linear]
+class LoRALinear(nn.Module):
+    def __init__(self, base_layer, rank=4, alpha=1):
+        super().__init__()
+        self.base_layer = base_layer
+        self.scaling = alpha
+        self.lora_A = nn.Parameter(torch.randn(rank, base_layer.in_features) * 0.01)
+        self.lora_B = nn.Parameter(torch.zeros(base_layer.out_features, rank))
+        self.base_layer.weight.requires_grad = False
+        if base_layer.bias is not None:
+            self.base_layer.bias.requires_grad = False
+
+    def forward(self, x):
+        return self.base_layer(x) + self.scaling * (x @ self.lora_A.T @ self.lora_B.T)
+# %% [merge_lora]
+@torch.no_grad()
+def merge_lora(layer):
+    layer.base_layer.weight += layer.scaling * layer.lora_B @ layer.lora_A
+    return layer.base_layer

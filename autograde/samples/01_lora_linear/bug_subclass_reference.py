@@ -1,0 +1,12 @@
+# sample: borrows lorakit's reference layer instead of implementing it
+# expect: partial
+# fails: not reference
+# %% [lora_linear]
+import lorakit
+
+
+class LoRALinear(lorakit.LoRALinear):
+    pass
+# %% [merge_lora]
+def merge_lora(layer):
+    return layer.to_linear()

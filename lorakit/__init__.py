@@ -1,0 +1,16 @@
+"""lorakit: small, readable, fast reference implementations of LoRA and its relatives."""
+from __future__ import annotations
+
+import torch
+
+from .layers import AdapterLinear, LoRALinear, MergeStateError
+
+__version__ = "0.1.0"
+
+
+def default_device() -> torch.device:
+    """The device notebooks run on: the first CUDA GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+__all__ = ["AdapterLinear", "LoRALinear", "MergeStateError", "default_device"]

@@ -1,0 +1,199 @@
+"""Tools the checks use to probe a student's layer by *behaviour*, never by attribute name.
+
+Everything here is deterministic: inputs come from seeded generators, the global RNG is
+forked and seeded before a student's constructor runs, tolerances are explicit.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+STEP_SECONDS = 10  # no single call into student code may take longer than this
+_hung: set[type] = set()  # classes whose forward already ran out of time: fail fast next time
+
+
+class CheckFailure(AssertionError):
+    """A check failed; the message names the concept and what was observed."""
+
+
+class TimedOut(CheckFailure):
+    """Student code ran past its time limit."""
+
+
+def fail(concept: str, detail: str = "") -> None:
+    raise CheckFailure(concept + (f"\n  {detail}" if detail else ""))
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed torch's global RNG inside, restore the caller's RNG state after."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
+def time_limit(seconds: int, what: str) -> Iterator[None]:
+    """Turn an endless loop in student code into a CheckFailure (POSIX main thread only)."""
+    usable = hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
+    if not usable:
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise TimedOut(
+            f"{what} took longer than {seconds} s on a tiny input. Is there an endless loop?")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def randn(*shape: int, seed: int, scale: float = 1.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g) * scale
+
+
+def make_base(in_features: int, out_features: int, *, bias: bool = True, seed: int = 0) -> nn.Linear:
+    with seeded(seed):
+        return nn.Linear(in_features, out_features, bias=bias)
+
+
+def describe_call(cls: type, kwargs: dict) -> str:
+    args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    return f"{cls.__name__}(base_layer, {args})"
+
+
+def build(cls: type, base: nn.Linear, *, seed: int = 0, **kwargs) -> nn.Module:
+    """Construct the student's layer around ``base`` with a seeded RNG; explain any crash."""
+    what = describe_call(cls, kwargs) + f" on a {base.in_features}->{base.out_features} layer"
+    try:
+        with seeded(seed), time_limit(STEP_SECONDS, what):
+            layer = cls(base, **kwargs)
+    except CheckFailure:
+        raise
+    except Exception as e:
+        fail("Your layer could not be constructed.", f"{what} raised {type(e).__name__}: {e}")
+    if not isinstance(layer, nn.Module):
+        fail("Your layer must be an nn.Module.", f"{what} returned a {type(layer).__name__}")
+    return layer
+
+
+def call(fn: Callable, *args, what: str):
+    """Call student code with a time limit; a crash becomes a CheckFailure that says where."""
+    try:
+        with time_limit(STEP_SECONDS, what):
+            return fn(*args)
+    except CheckFailure:
+        raise
+    except Exception as e:
+        fail(f"{what} raised {type(e).__name__}: {e}")
+
+
+def forward(layer: nn.Module, x: torch.Tensor, in_f: int, out_f: int) -> torch.Tensor:
+    what = f"Forward on x of shape {tuple(x.shape)} ({in_f}->{out_f} layer)"
+    if type(layer) in _hung:
+        fail(f"{what} was not run: an earlier call to this forward took longer than "
+             f"{STEP_SECONDS} s. Is there an endless loop?")
+    try:
+        y = call(layer, x, what=what)
+    except TimedOut:
+        _hung.add(type(layer))
+        raise
+    if not isinstance(y, torch.Tensor):
+        fail("forward must return a tensor.", f"{what} returned {type(y).__name__}")
+    return y
+
+
+def trainable(layer: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    return [(n, p) for n, p in layer.named_parameters() if p.requires_grad]
+
+
+def find_base(layer: nn.Module) -> nn.Linear:
+    base = getattr(layer, "base_layer", None)
+    if not isinstance(base, nn.Linear):
+        fail("The layer must keep the pretrained layer as self.base_layer (an nn.Linear).",
+             f"found self.base_layer = {type(base).__name__}")
+    return base
+
+
+@dataclass
+class Factors:
+    """The adapter matrices found by shape, in nn.Linear orientation: A (r, in), B (out, r)."""
+    A: torch.Tensor
+    B: torch.Tensor
+    A_param: nn.Parameter
+    B_param: nn.Parameter
+
+
+def find_factors(layer: nn.Module, in_f: int, out_f: int, rank: int) -> Factors:
+    """Find A and B among the trainable parameters by shape alone (either orientation).
+
+    Needs in_f, out_f and rank pairwise different so that every shape is unambiguous.
+    """
+    assert len({in_f, out_f, rank}) == 3, "probe layers need distinct in, out and rank"
+    params = trainable(layer)
+    A = B = None
+    for _, p in params:
+        if tuple(p.shape) == (rank, in_f):
+            A = (p, p.detach())
+        elif tuple(p.shape) == (in_f, rank):
+            A = (p, p.detach().T)
+        elif tuple(p.shape) == (out_f, rank):
+            B = (p, p.detach())
+        elif tuple(p.shape) == (rank, out_f):
+            B = (p, p.detach().T)
+    if A is None or B is None:
+        shapes = [tuple(p.shape) for _, p in params] or "none"
+        fail("Could not find the two adapter matrices among the trainable parameters.",
+             f"For a {in_f}->{out_f} layer with rank={rank} expected one of shape ({rank}, {in_f}) "
+             f"or ({in_f}, {rank}) (A) and one of shape ({out_f}, {rank}) or ({rank}, {out_f}) (B); "
+             f"trainable parameter shapes: {shapes}")
+    return Factors(A=A[1], B=B[1], A_param=A[0], B_param=B[0])
+
+
+@torch.no_grad()
+def randomize_adapters(layer: nn.Module, seed: int, scale: float = 0.5) -> None:
+    """Give every trainable parameter seeded random values (so B is no longer zero)."""
+    g = torch.Generator().manual_seed(seed)
+    for _, p in trainable(layer):
+        p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float32).to(p) * scale)
+
+
+@torch.no_grad()
+def effective_delta(layer: nn.Module, base: nn.Linear, in_f: int, out_f: int) -> torch.Tensor:
+    """The (out, in) matrix M with layer(x) - base(x) = x M^T, read off by feeding the identity."""
+    eye = torch.eye(in_f)
+    return (forward(layer, eye, in_f, out_f) - base(eye)).T
+
+
+class BigIntermediates(TorchDispatchMode):
+    """Records every non-view op output with at least ``limit`` elements."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.seen: list[tuple[str, tuple[int, ...]]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if not getattr(func, "is_view", False):
+            for t in (out if isinstance(out, (tuple, list)) else (out,)):
+                if isinstance(t, torch.Tensor) and t.numel() >= self.limit:
+                    self.seen.append((str(func.overloadpacket.__name__), tuple(t.shape)))
+        return out
+
+
+def close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4, atol: float = 1e-5) -> bool:
+    return a.shape == b.shape and torch.allclose(a.double(), b.double(), rtol=rtol, atol=atol)

@@ -1,0 +1,47 @@
+"""LoRA: a frozen linear layer plus a trainable rank-r update.
+
+    y = W x + b + (alpha / r) * B (A dropout(x))
+
+    x: (..., in)    W: (out, in)    A: (r, in)    B: (out, r)    y: (..., out)
+
+B starts at zero, so the layer equals its base at init; A starts random (Kaiming-uniform, as in
+loralib and PEFT), so B receives a gradient from the first step. The update is applied as
+B(Ax): r(in + out) multiply-adds per token, never the (out x in) matrix BA.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import AdapterLinear, check_probability
+
+
+class LoRALinear(AdapterLinear):
+    """y = base(x) + (alpha / rank) * B A dropout(x), with A: (rank, in), B: (out, rank)."""
+
+    def __init__(self, base_layer: nn.Linear, rank: int = 4, alpha: float = 1.0,
+                 dropout: float = 0.0) -> None:
+        super().__init__(base_layer, rank, alpha)
+        self.dropout_p = check_probability("dropout", dropout)
+        self.dropout = nn.Dropout(self.dropout_p) if self.dropout_p > 0 else nn.Identity()
+        self.lora_A = nn.Parameter(torch.empty(self.rank, self.in_features, **self._factory()))
+        self.lora_B = nn.Parameter(torch.empty(self.out_features, self.rank, **self._factory()))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # rows of norm ~0.58
+        nn.init.zeros_(self.lora_B)                             # update starts at 0
+
+    def delta_weight(self) -> torch.Tensor:
+        return self.scaling * (self.lora_B @ self.lora_A)       # (out, in)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_x(x)
+        y = self.base_layer(x)                                  # (..., out)
+        if self.merged:
+            return y
+        h = F.linear(self.dropout(x), self.lora_A)              # (..., r)
+        return y + self.scaling * F.linear(h, self.lora_B)      # (..., out)

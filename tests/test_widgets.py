@@ -1,0 +1,111 @@
+"""lorakit.widgets: the complexity explorer's logic, driven without a browser."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import ipywidgets as widgets
+import pytest
+
+from lorakit.analysis import LORA_B_AX, LORA_BA_X, STRATEGIES, lora_costs
+from lorakit.widgets import RATIO, clamp_rank, complexity_explorer, complexity_rows, render_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def controls(explorer: widgets.interactive) -> dict[str, widgets.ValueWidget]:
+    """The explorer's sliders by description (d_in, d_out, rank, tokens)."""
+    return {c.description: c for c in explorer.kwargs_widgets}
+
+
+def by_strategy(rows: list[dict]) -> dict[str, dict]:
+    return {row["strategy"]: row for row in rows}
+
+
+def test_rows_match_the_cost_model() -> None:
+    rows = by_strategy(complexity_rows(4096, 4096, 16, 512))
+    assert list(rows) == [*STRATEGIES, RATIO]
+    costs = lora_costs(4096, 4096, 16, 512)
+    for name in STRATEGIES:
+        assert rows[name]["params"] == costs[name]["params"]
+        assert rows[name]["gflops"] == pytest.approx(costs[name]["flops"] / 1e9)
+        assert rows[name]["extra_memory_mb"] == pytest.approx(costs[name]["extra_memory_bytes"] / 1e6)
+    assert rows[LORA_BA_X]["gflops"] == pytest.approx(34.89660928)
+    assert rows[LORA_B_AX]["extra_memory_mb"] == pytest.approx(8.421376)
+    # adapter-only: (2·4096·16·4096 + 2·512·4096²) / (2·512·16·8192) = 4 + 128
+    assert rows[RATIO]["adapter_gflops"] == pytest.approx(132.0)
+    assert rows[RATIO]["params"] == 1.0
+
+
+def test_clamp_rank() -> None:
+    assert clamp_rank(64, 128, 16) == (16, "")
+    rank, note = clamp_rank(64, 128, 256)
+    assert rank == 64 and "min(d_in, d_out) = 64" in note
+    with pytest.raises(ValueError, match="rank must be a positive int"):
+        clamp_rank(64, 64, 0)
+
+
+def test_render_table_has_every_row_and_the_note() -> None:
+    text = render_table(complexity_rows(256, 512, 8, 64), note="a <note>")
+    for name in (*STRATEGIES, RATIO):
+        assert f"<td>{name}</td>" in text
+    assert "a &lt;note&gt;" in text and text.count("<tr>") == 1 + 4
+
+
+def test_explorer_result_follows_the_sliders() -> None:
+    explorer = complexity_explorer(device="cpu")
+    assert explorer.result == complexity_rows(1024, 1024, 16, 256)
+    sliders = controls(explorer)
+    assert set(sliders) == {"d_in", "d_out", "rank", "tokens"}
+    sliders["d_in"].value = 4096
+    sliders["d_out"].value = 4096
+    sliders["tokens"].value = 512
+    assert explorer.result == complexity_rows(4096, 4096, 16, 512)
+    assert by_strategy(explorer.result)[LORA_BA_X]["gflops"] == pytest.approx(34.89660928)
+    assert "34.9" in explorer.table.value
+    sliders["rank"].value = 64
+    assert by_strategy(explorer.result)[LORA_B_AX]["params"] == 64 * 8192
+
+
+def test_explorer_clamps_rank_with_a_note() -> None:
+    explorer = complexity_explorer(d_in=64, d_out=128, device="cpu")
+    controls(explorer)["rank"].value = 200  # > min(d_in, d_out) = 64: no exception
+    assert all(row["rank"] == 64 for row in explorer.result)
+    assert explorer.result == complexity_rows(64, 128, 64, 256)
+    assert "using rank 64" in explorer.table.value
+
+
+def test_measure_button_writes_times_to_the_output() -> None:
+    explorer = complexity_explorer(d_in=128, d_out=256, rank=8, tokens=32, device="cpu")
+    explorer.measure_button.click()
+    text = "".join(o["text"] for o in explorer.measure_output.outputs)
+    assert "ms" in text and "ratio" in text
+    m = explorer.measurement
+    assert m["ba_x_ms"] > 0 and m["b_ax_ms"] > 0 and m["ratio"] > 0
+    explorer.measure_button.click()  # a second click replaces, not appends
+    assert len(explorer.measure_output.outputs) == 1
+
+
+def test_measure_uses_the_clamped_rank_and_refuses_huge_sizes() -> None:
+    explorer = complexity_explorer(d_in=64, d_out=64, rank=100, tokens=8, device="cpu")
+    explorer.measure_button.click()
+    text = "".join(o["text"] for o in explorer.measure_output.outputs)
+    assert "using rank 64" in text and explorer.measurement["ratio"] > 0
+
+    tiny_limit = complexity_explorer(device="cpu", max_measure_flops=1)
+    tiny_limit.measure_button.click()
+    text = "".join(o["text"] for o in tiny_limit.measure_output.outputs)
+    assert "Not measured" in text and tiny_limit.measurement is None
+
+
+def test_core_package_does_not_import_ipywidgets() -> None:
+    code = (
+        "import sys, lorakit, lorakit.analysis\n"
+        "assert 'ipywidgets' not in sys.modules, 'lorakit imported ipywidgets'\n"
+        "assert 'lorakit.widgets' not in sys.modules, 'lorakit imported lorakit.widgets'\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
