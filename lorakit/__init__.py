@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import torch
 
-from .layers import AdapterLinear, LoRALinear, MergeStateError
+from .conditioning import condition
+from .layers import (AdapterLinear, BilinearLoRALinear, DoRALinear, LoRALinear,
+                     MergeStateError, RSSBilinearLoRA)
+from .layers import HyLoRADALinear, HyLoRADAv2Linear
+from .structure import StructureEncoder, TemporalStructureEncoder
 
 __version__ = "0.1.0"
 
@@ -13,4 +17,6 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-__all__ = ["AdapterLinear", "LoRALinear", "MergeStateError", "default_device"]
+__all__ = ["AdapterLinear", "BilinearLoRALinear", "DoRALinear", "LoRALinear",
+           "MergeStateError", "RSSBilinearLoRA", "condition", "default_device"]
+__all__ += ["HyLoRADALinear", "HyLoRADAv2Linear", "StructureEncoder", "TemporalStructureEncoder"]

@@ -215,6 +215,92 @@ def time_orders(
     return {"ba_x_ms": ba_ms, "b_ax_ms": bax_ms, "ratio": ba_ms / max(bax_ms, 1e-9), "repeats": pairs}
 
 
+# --------------------------------------------------------------------------------------------
+# trainable parameters per adapter method (checked against the layers in tests/test_hylorada.py)
+# --------------------------------------------------------------------------------------------
+METHODS: tuple[str, ...] = ("lora", "dora", "hylorada", "hylorada_v2", "bilinear", "rss")
+
+
+def adapter_param_count(
+    method: str,
+    d_in: int,
+    d_out: int,
+    rank: int,
+    cond_dim: int | None = None,
+    structure_dim: int | None = None,
+) -> int:
+    """Trainable parameters of one lorakit adapter on a d_in -> d_out layer (base frozen).
+
+    With r = rank, d_p = cond_dim, k = structure_dim::
+
+        "lora"         r(d_in + d_out)                          A (r, d_in), B (d_out, r)
+        "dora"         r(d_in + d_out) + d_out                  + magnitude m (d_out,)
+        "hylorada"     r(d_in + d_out) + d_out + 2              + gate logit, blend logit
+        "hylorada_v2"  r(d_in + d_out) + d_out + 2 + k          + w (k,); k = 32 by default
+        "bilinear"     r(d_in + d_out) + r·d_p                  + C (r, d_p)
+        "rss"          r(d_in + d_out) + 2r·d_p                 + C, S (r, d_p)
+
+    Buffers (HyLoRADA's frozen m_init) and the frozen base (bias included) are not counted.
+    Seed 003's figures: hylorada at d = 896, r = 8 → 15,234; at d = 768 → 13,058 (v1) and
+    13,090 (v2, k = 32). cond_dim is required for bilinear/rss and refused elsewhere;
+    structure_dim only for hylorada_v2.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    _check_dims(d_in, d_out, rank)
+    if method in ("bilinear", "rss"):
+        if cond_dim is None:
+            raise ValueError(f"method {method!r} needs cond_dim (the length of the condition p)")
+        _check_positive_int("cond_dim", cond_dim)
+    elif cond_dim is not None:
+        raise ValueError(f"cond_dim is only used by 'bilinear' and 'rss', not {method!r}")
+    if method == "hylorada_v2":
+        structure_dim = 32 if structure_dim is None else structure_dim
+        _check_positive_int("structure_dim", structure_dim)
+    elif structure_dim is not None:
+        raise ValueError(f"structure_dim is only used by 'hylorada_v2', not {method!r}")
+    count = rank * (d_in + d_out)  # A and B
+    if method in ("dora", "hylorada", "hylorada_v2"):
+        count += d_out  # magnitude
+    if method in ("hylorada", "hylorada_v2"):
+        count += 2  # gate logit + blend logit (one scalar each per layer)
+    if method == "hylorada_v2":
+        count += structure_dim  # w: bias-free Linear(structure_dim, 1)
+    if method == "bilinear":
+        count += rank * cond_dim  # C
+    if method == "rss":
+        count += 2 * rank * cond_dim  # C and S
+    return count
+
+
+def model_param_count(
+    shapes: list[tuple[int, int]],
+    method: str,
+    rank: int,
+    cond_dim: int | None = None,
+    structure_dim: int | None = None,
+) -> int:
+    """Sum of :func:`adapter_param_count` over adapted layers given as (d_in, d_out) pairs.
+
+    Example, Qwen2.5-0.5B (24 blocks; q, o: 896 -> 896; k, v: 896 -> 128, grouped-query
+    attention), r = 8, on q, k, v, o::
+
+        hylorada   1,130,688   (seed 003's table: "1.1M")
+        hylorada   1,462,464   if k and v were square 896 -> 896 (the seed's "~1.46M")
+        dora       1,130,496   ("1.1M")
+        lora       1,081,344   on q, k, v, o;   540,672 on q, v only (the table's "540K")
+    """
+    if not isinstance(shapes, (list, tuple)):
+        raise ValueError(f"shapes must be a list of (d_in, d_out) pairs, got {type(shapes).__name__}")
+    total = 0
+    for shape in shapes:
+        if not (isinstance(shape, (list, tuple)) and len(shape) == 2):
+            raise ValueError(f"each shape must be a (d_in, d_out) pair, got {shape!r}")
+        total += adapter_param_count(method, shape[0], shape[1], rank,
+                                     cond_dim=cond_dim, structure_dim=structure_dim)
+    return total
+
+
 __all__ = [
     "FULL",
     "LORA_BA_X",
@@ -227,4 +313,7 @@ __all__ = [
     "bax_cheaper",
     "crossover_tokens",
     "time_orders",
+    "METHODS",
+    "adapter_param_count",
+    "model_param_count",
 ]

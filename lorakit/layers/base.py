@@ -7,6 +7,12 @@ adds to W) and ``forward``. The protocol, in the spirit of loralib's ``layers.py
     merge():   W <- W + delta_weight()     (refuses non-finite values, refuses twice)
     unmerge(): W <- W - delta_weight()     (refuses when not merged)
     forward:   merged -> base(x) only, so the update is never counted twice
+
+Two optional hooks serve adapters whose update depends on more than x (conditioned layers):
+``merge(*args)`` and ``to_linear(*args)`` pass their arguments (e.g. one condition vector p) to
+``delta_weight`` and ``delta_bias``, and ``_merge_args()`` returns them again at unmerge time.
+``delta_bias`` (default None: no bias part) is the (out,) vector that merging adds to b; when
+the base has no bias, merging creates a frozen one and unmerging removes it again.
 """
 from __future__ import annotations
 
@@ -68,6 +74,7 @@ class AdapterLinear(nn.Module):
         self.alpha = check_positive("alpha", alpha)
         self.scaling = self.alpha / self.rank
         self.merged = False
+        self._created_bias = False      # merge() gave the base a bias it did not have
         base_layer.requires_grad_(False)
 
     # --- helpers for subclasses ------------------------------------------------------------
@@ -85,43 +92,72 @@ class AdapterLinear(nn.Module):
                 f"got {tuple(x.shape)}")
 
     # --- the merge protocol ----------------------------------------------------------------
-    def delta_weight(self) -> torch.Tensor:
+    def delta_weight(self, *args) -> torch.Tensor:
         """The (out, in) matrix that ``merge()`` adds to the base weight."""
         raise NotImplementedError
 
+    def delta_bias(self, *args) -> torch.Tensor | None:
+        """The (out,) vector that ``merge()`` adds to the base bias; None: the update has none."""
+        return None
+
+    def _merge_args(self) -> tuple:
+        """The arguments ``merge`` was called with, for ``unmerge`` to recompute the same delta."""
+        return ()
+
     @torch.no_grad()
-    def merge(self) -> None:
-        """Fold the update into the base weight: W <- W + delta_weight()."""
+    def merge(self, *args) -> None:
+        """Fold the update into the base: W <- W + delta_weight() (and b <- b + delta_bias())."""
         if self.merged:
             raise MergeStateError(f"{type(self).__name__} is already merged; unmerge() first")
-        delta = self.delta_weight()
-        if not torch.isfinite(delta).all():
+        delta, delta_b = self.delta_weight(*args), self.delta_bias(*args)
+        if not (torch.isfinite(delta).all() and (delta_b is None or torch.isfinite(delta_b).all())):
             raise MergeStateError(
                 "refusing to merge: the adapter update contains NaN or Inf; the base weight "
                 "was left unchanged")
-        self.base_layer.weight += delta.to(self.base_layer.weight.dtype)
+        base = self.base_layer
+        base.weight += delta.to(base.weight.dtype)
+        if delta_b is not None:
+            self._created_bias = base.bias is None
+            if self._created_bias:      # frozen, like the rest of the base; unmerge removes it
+                base.bias = nn.Parameter(torch.zeros(self.out_features, **self._factory()),
+                                         requires_grad=False)
+            base.bias += delta_b.to(base.bias.dtype)
         self.merged = True
 
     @torch.no_grad()
     def unmerge(self) -> None:
-        """Undo ``merge()``: W <- W - delta_weight()."""
+        """Undo ``merge()``: W <- W - delta_weight() (and b <- b - delta_bias())."""
         if not self.merged:
             raise MergeStateError(f"{type(self).__name__} is not merged; nothing to unmerge")
-        self.base_layer.weight -= self.delta_weight().to(self.base_layer.weight.dtype)
+        args, base = self._merge_args(), self.base_layer
+        base.weight -= self.delta_weight(*args).to(base.weight.dtype)
+        delta_b = self.delta_bias(*args)
+        if delta_b is not None:
+            if self._created_bias:
+                base.bias = None        # the base had no bias before merge(): it has none again
+            else:
+                base.bias -= delta_b.to(base.bias.dtype)
+        self._created_bias = False
         self.merged = False
 
     @torch.no_grad()
-    def to_linear(self) -> nn.Linear:
+    def to_linear(self, *args) -> nn.Linear:
         """A new plain ``nn.Linear`` computing this layer's function; this layer is untouched."""
         base = self.base_layer
-        weight = base.weight if self.merged else base.weight + self.delta_weight().to(base.weight.dtype)
-        if not torch.isfinite(weight).all():
+        weight, bias = base.weight, base.bias
+        if not self.merged:
+            weight = weight + self.delta_weight(*args).to(weight.dtype)
+            delta_b = self.delta_bias(*args)
+            if delta_b is not None:
+                delta_b = delta_b.to(weight.dtype)
+                bias = delta_b if bias is None else bias + delta_b
+        if not (torch.isfinite(weight).all() and (bias is None or torch.isfinite(bias).all())):
             raise MergeStateError("refusing to merge: the merged weight contains NaN or Inf")
-        out = nn.Linear(self.in_features, self.out_features, bias=base.bias is not None,
+        out = nn.Linear(self.in_features, self.out_features, bias=bias is not None,
                         **self._factory())
         out.weight.copy_(weight)
-        if base.bias is not None:
-            out.bias.copy_(base.bias)
+        if bias is not None:
+            out.bias.copy_(bias)
         return out
 
     def extra_repr(self) -> str:

@@ -1,0 +1,136 @@
+"""DoRA: weight-decomposed low-rank adaptation (Liu et al., 2024).
+
+The adapted weight W + s·BA is split into a direction and a learned per-row magnitude m:
+
+    y = (m / n) ⊙ (W x + s · B(A x)) + b,    n_i = ‖W_i + s (BA)_i‖ (row norm, detached)
+
+    x: (..., in)   W: (out, in)   A: (r, in)   B: (out, r)   m, n: (out,)   y: (..., out)
+
+m starts at the row norms of W, so at init (B = 0) m / n = 1 and the layer equals its base. As
+in the paper (§4.3) and PEFT, n is a constant in backward. The bias stays outside the rescaling.
+
+n is computed without ever forming the (out × in) matrix W + s·BA:
+
+    n_i² = ‖W_i‖² + 2s · (B ⊙ W Aᵀ)_i·1 + s² · (B (A Aᵀ) ⊙ B)_i·1
+
+which costs one (out × in × r) product, W Aᵀ, and (out, r)-sized memory. ‖W_i‖² is cached and
+recomputed only when W changes.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import AdapterLinear, MergeStateError, check_positive, check_probability
+
+
+class DoRALinear(AdapterLinear):
+    """y = (m / ‖W + s B A‖_row) ⊙ (W x + s B A x) + b, with the norm detached."""
+
+    def __init__(self, base_layer: nn.Linear, rank: int = 8, alpha: float = 16.0,
+                 dropout: float = 0.0, eps: float = 1e-6) -> None:
+        super().__init__(base_layer, rank, alpha)
+        self.dropout_p = check_probability("dropout", dropout)
+        self.dropout = nn.Dropout(self.dropout_p) if self.dropout_p > 0 else nn.Identity()
+        self.eps = check_positive("eps", eps)
+        self.lora_A = nn.Parameter(torch.empty(self.rank, self.in_features, **self._factory()))
+        self.lora_B = nn.Parameter(torch.empty(self.out_features, self.rank, **self._factory()))
+        self.magnitude = nn.Parameter(torch.empty(self.out_features, **self._factory()))
+        self._w_sq_cache: tuple[tuple, torch.Tensor] | None = None
+        self._merge_norm: torch.Tensor | None = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B)
+        with torch.no_grad():
+            self.magnitude.copy_(self._weight_sq_norm().sqrt())   # m = ‖W_i‖
+
+    # --- the detached row norm n = ‖W + s B A‖_row ------------------------------------------
+    def _weight_sq_norm(self) -> torch.Tensor:
+        """‖W_i‖² in float32, (out,), cached while W is unchanged."""
+        W = self.base_layer.weight
+        key = (W.data_ptr(), W._version, W.dtype, W.device)
+        if self._w_sq_cache is None or self._w_sq_cache[0] != key:
+            with torch.no_grad():
+                sq = torch.linalg.vector_norm(W, dim=1, dtype=torch.float32).square()
+            self._w_sq_cache = (key, sq)
+        return self._w_sq_cache[1]
+
+    @torch.no_grad()
+    def weight_norm(self) -> torch.Tensor:
+        """n_i = ‖W_i + s (BA)_i‖ in float32, shape (out,), never forming BA."""
+        W, A, B, s = self.base_layer.weight, self.lora_A, self.lora_B, self.scaling
+        WAt = (W @ A.T).float()                               # (out, r)
+        Bf = B.float()                                        # (out, r)
+        AAt = (A @ A.T).float()                               # (r, r)
+        cross = (Bf * WAt).sum(dim=1)                         # <W_i, (BA)_i>
+        ba_sq = ((Bf @ AAt) * Bf).sum(dim=1)                  # ‖(BA)_i‖²
+        n_sq = self._weight_sq_norm() + 2 * s * cross + s * s * ba_sq
+        return n_sq.clamp_min(0).sqrt().clamp_min(self.eps)
+
+    def scale(self) -> torch.Tensor:
+        """m / n in float32, (out,); gradients reach m only."""
+        return self.magnitude.float() / self.weight_norm()
+
+    # --- forward -------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_x(x)
+        if self.merged:
+            return self.base_layer(x)
+        W, b = self.base_layer.weight, self.base_layer.bias
+        scale = self.scale().to(x.dtype)                      # (out,)
+        xd = self.dropout(x)
+        lora = F.linear(F.linear(xd, self.lora_A), self.lora_B) * self.scaling   # (..., out)
+        if xd is x:      # no dropout active: one matmul with W
+            y = scale * (F.linear(x, W) + lora)
+            return y if b is None else y + b
+        # dropout active (PEFT's rule): the rescaling acts on the dropped-out input
+        return self.base_layer(x) + (scale - 1) * F.linear(xd, W) + scale * lora
+
+    # --- merging ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _merged_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.weight_norm()
+        W = self.base_layer.weight
+        new = (self.magnitude.float() / n)[:, None] * (W.float() + self.scaling * (self.lora_B @ self.lora_A).float())
+        if not torch.isfinite(new).all():
+            raise MergeStateError("refusing to merge: the merged weight contains NaN or Inf; the "
+                                  "base weight was left unchanged")
+        return new.to(W.dtype), n
+
+    def delta_weight(self) -> torch.Tensor:
+        return self._merged_weight()[0] - self.base_layer.weight
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """W <- (m / n) ⊙ (W + s B A), remembering n for ``unmerge``."""
+        if self.merged:
+            raise MergeStateError("DoRALinear is already merged; unmerge() first")
+        new, self._merge_norm = self._merged_weight()
+        self.base_layer.weight.copy_(new)
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """W <- W' ⊙ (n / m) - s B A, with the n cached at merge time."""
+        if not self.merged:
+            raise MergeStateError("DoRALinear is not merged; nothing to unmerge")
+        W = self.base_layer.weight
+        inv = (self._merge_norm / self.magnitude.float())[:, None]
+        W.copy_((W.float() * inv - self.scaling * (self.lora_B @ self.lora_A).float()).to(W.dtype))
+        self.merged, self._merge_norm = False, None
+
+    @torch.no_grad()
+    def to_linear(self) -> nn.Linear:
+        base = self.base_layer
+        weight = base.weight if self.merged else self._merged_weight()[0]
+        out = nn.Linear(self.in_features, self.out_features, bias=base.bias is not None,
+                        **self._factory())
+        out.weight.copy_(weight)
+        if base.bias is not None:
+            out.bias.copy_(base.bias)
+        return out
