@@ -100,3 +100,18 @@ def test_specific_diagnoses():
     assert "elementwise" in msgs["shapes"]
     msgs = verdicts(*compile_sample(samples["bug_endless_forward"]))
     assert "endless loop" in msgs["shapes"]
+
+
+def test_student_warnings_go_to_stdout_not_stderr(capsys):
+    import warnings
+
+    class Warns(Reference):
+        def forward(self, x):
+            warnings.warn("this API is deprecated", DeprecationWarning)
+            return super().forward(x)
+
+    Warns.__module__ = "student"  # only the borrowing check cares where it comes from
+    lora.check_shapes(Warns)
+    out, err = capsys.readouterr()
+    assert "DeprecationWarning: this API is deprecated" in out and out.count("deprecated") == 1
+    assert err == ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -60,6 +61,30 @@ def time_limit(seconds: int, what: str) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+_reported_warnings: set[str] = set()
+
+
+@contextlib.contextmanager
+def student_code(what: str) -> Iterator[None]:
+    """Run student code with a time limit, turning its warnings into plain notes on stdout.
+
+    nbgrader scores a test cell 0 when anything is written to stderr, so a harmless warning from
+    a correct solution (a deprecation, say) must not reach stderr. Each distinct warning is
+    shown once, on stdout, so the student still sees it.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with time_limit(STEP_SECONDS, what):
+                yield
+        finally:
+            for w in caught:
+                text = f"{w.category.__name__}: {w.message}"
+                if text not in _reported_warnings:
+                    _reported_warnings.add(text)
+                    print(f"Note, your code warned: {text}")
+
+
 def randn(*shape: int, seed: int, scale: float = 1.0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(*shape, generator=g) * scale
@@ -79,7 +104,7 @@ def build(cls: type, base: nn.Linear, *, seed: int = 0, **kwargs) -> nn.Module:
     """Construct the student's layer around ``base`` with a seeded RNG; explain any crash."""
     what = describe_call(cls, kwargs) + f" on a {base.in_features}->{base.out_features} layer"
     try:
-        with seeded(seed), time_limit(STEP_SECONDS, what):
+        with seeded(seed), student_code(what):
             layer = cls(base, **kwargs)
     except CheckFailure:
         raise
@@ -93,7 +118,7 @@ def build(cls: type, base: nn.Linear, *, seed: int = 0, **kwargs) -> nn.Module:
 def call(fn: Callable, *args, what: str):
     """Call student code with a time limit; a crash becomes a CheckFailure that says where."""
     try:
-        with time_limit(STEP_SECONDS, what):
+        with student_code(what):
             return fn(*args)
     except CheckFailure:
         raise

@@ -1,5 +1,5 @@
 # sample: borrows lorakit's reference layer instead of implementing it
-# expect: partial
+# expect: zero
 # fails: not reference
 # %% [lora_linear]
 import lorakit

@@ -1,0 +1,82 @@
+"""python -m autograde {release,grade,feedback,export}: the instructor's pipeline.
+
+Run it from the repository root (or anywhere, with --root). See autograde/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import CELL_TIMEOUT, ROOT
+from .pipeline import Course, PipelineError, export, feedback, grade, release
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m autograde",
+        description="LoRA Lab grading pipeline (nbgrader): release, grade, feedback, export.")
+    parser.add_argument("--root", type=Path, default=ROOT,
+                        help="course root holding solutions/ and notebooks/ (default: the repo)")
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="nbgrader working folder: submitted/, autograded/, feedback/, "
+                             "gradebook.db (default: ROOT/autograde/course)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("release", help="generate notebooks/ from solutions/ (all assignments "
+                                       "by default) and record them in the gradebook")
+    p.add_argument("assignments", nargs="*", metavar="ASSIGNMENT")
+
+    p = sub.add_parser("grade", help="autograde every submission of ASSIGNMENT in one run, "
+                                     "then write feedback and grades.csv")
+    p.add_argument("assignment", metavar="ASSIGNMENT")
+    p.add_argument("--student", default="*",
+                   help="only students matching this glob (default: all)")
+    p.add_argument("--timeout", type=int, default=CELL_TIMEOUT,
+                   help=f"seconds per cell before the kernel is interrupted "
+                        f"(default: {CELL_TIMEOUT})")
+    p.add_argument("--out", type=Path, default=None,
+                   help="CSV to write (default: WORK_DIR/grades.csv)")
+
+    p = sub.add_parser("feedback", help="(re)write the feedback HTML of ASSIGNMENT, e.g. after "
+                                        "manual grading")
+    p.add_argument("assignment", metavar="ASSIGNMENT")
+    p.add_argument("--student", default="*", help="only students matching this glob")
+
+    p = sub.add_parser("export", help="write grades.csv from the gradebook")
+    p.add_argument("--out", type=Path, default=None,
+                   help="CSV to write (default: WORK_DIR/grades.csv)")
+    p.add_argument("--assignment", action="append", default=None,
+                   help="only this assignment (repeatable)")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    course = Course(args.root, args.work_dir, timeout=getattr(args, "timeout", CELL_TIMEOUT))
+    try:
+        if args.command == "release":
+            release(course, args.assignments or None)
+        elif args.command == "grade":
+            rows = grade(course, args.assignment, args.student, out=args.out)
+            _summary(rows, args.assignment)
+        elif args.command == "feedback":
+            feedback(course, args.assignment, args.student)
+        elif args.command == "export":
+            export(course, args.out, args.assignment)
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _summary(rows, assignment) -> None:
+    rows = [r for r in rows if r["assignment"] == assignment]
+    problems = [r for r in rows if r["status"] != "graded"]
+    print(f"{assignment}: {len(rows)} submission(s), {len(problems)} to look at")
+    for r in problems:
+        print(f"  {r['student_id']}: {r['status']} - {r['reason']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,581 @@
+"""The nbgrader pipeline (autograde/): release, autograde, feedback, export.
+
+- the committed notebooks/ is what nbgrader generates from solutions/ now, with no solution or
+  hidden test in it;
+- end to end on a temporary copy of the course, ONE autograde run for every submission: the
+  reference solution, the untouched release, every sample in autograde/samples/ (graded as its
+  `# expect:` line says), and the hostile ones (endless loop, dying kernel, deleted and edited
+  test cells); feedback for every graded submission, none showing a hidden test; a CSV row for
+  every student; a regrade gives the same scores;
+- the same on a tiny synthetic course (no torch, 5 s time limit) for what the real notebook
+  cannot show cheaply: a kernel deaf to interrupts, a misnamed or corrupt notebook, a test cell
+  deleted together with the cell before it.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import os
+import shutil
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+from types import SimpleNamespace
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from autograde import config as agconfig  # noqa: E402
+from autograde import pipeline as P  # noqa: E402
+from autograde.submissions import build_submission, load_sample  # noqa: E402
+
+ASSIGNMENT = "01_lora_linear"
+NOTEBOOK = "lora_linear"
+SAMPLE_DIR = ROOT / "autograde" / "samples" / ASSIGNMENT
+SAMPLES = sorted(SAMPLE_DIR.glob("*.py"))
+E2E_TIMEOUT = 30  # seconds per cell in the temporary course (the notebook's slowest cell: ~1 s)
+HIDDEN_SAMPLE = "bug_subclass_reference"  # fails a hidden test only (the not-reference check)
+
+# nbgrader's own gradebook code trips SQLAlchemy warnings on every new submission
+pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")
+
+needs_course = pytest.mark.skipif(
+    not (ROOT / "solutions" / ASSIGNMENT / f"{NOTEBOOK}.ipynb").exists(),
+    reason=f"solutions/{ASSIGNMENT}/{NOTEBOOK}.ipynb not written yet")
+
+
+# -- helpers -----------------------------------------------------------------------------
+def quiet(_message):
+    pass
+
+
+def student_id(sample_path: Path) -> str:
+    return "sample-" + sample_path.stem
+
+
+def expected_status(sample_path: Path) -> str | None:
+    """The sample's optional `# status:` header line: the CSV status grading must report."""
+    for line in sample_path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# %%"):
+            break
+        if line.startswith("# status:"):
+            return line.partition(":")[2].strip()
+    return None
+
+
+def grade_id(cell):
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+
+def regions(source: str, begin: str, end: str) -> tuple[list[str], list[str]]:
+    """(lines inside begin/end regions, lines outside), stripped, blank lines dropped."""
+    inside, outside, active = [], [], False
+    for line in source.splitlines():
+        if begin in line:
+            active = True
+        elif end in line:
+            active = False
+        elif line.strip():
+            (inside if active else outside).append(line.strip())
+    return inside, outside
+
+
+def hidden_test_lines(nb) -> list[str]:
+    lines = []
+    for cell in nb.cells:
+        inside, outside = regions(cell.source, "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
+        lines += [line for line in inside if line not in outside]
+    return lines
+
+
+class _Text(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.parts, self.skip = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        self.skip += tag in ("style", "script")
+
+    def handle_endtag(self, tag):
+        self.skip -= tag in ("style", "script")
+
+    def handle_data(self, data):
+        if not self.skip:
+            self.parts.append(data)
+
+
+def html_text(path: Path) -> str:
+    """The visible text of an HTML page: code is syntax-highlighted token by token, so a plain
+    search of the HTML would miss a leaked line."""
+    parser = _Text()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return "".join(parser.parts)
+
+
+def cell_grades(course, student, assignment) -> dict[str, SimpleNamespace]:
+    with course.gradebook() as gb:
+        sub = gb.find_submission(assignment, student)
+        return {g.name: SimpleNamespace(auto=g.auto_score, max=g.max_score,
+                                        manual=g.needs_manual_grade)
+                for nb in sub.notebooks for g in nb.grades}
+
+
+def autograded_names(course, assignment) -> set[str]:
+    with course.gradebook() as gb:
+        return {name for nb in gb.find_assignment(assignment).notebooks
+                for name in P._autograded_cells(nb)}
+
+
+def autograded_nb(course, student, assignment, name):
+    return nbformat.read(course.autograded_dir(student, assignment) / f"{name}.ipynb",
+                         as_version=4)
+
+
+def errors_of(cell) -> list[str]:
+    return [o.get("ename") for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+
+
+def make_course(tmp: Path, timeout: int, solutions: Path | None = None) -> P.Course:
+    root = tmp / "course"
+    if solutions is not None:
+        shutil.copytree(solutions, root / "solutions")
+    return P.Course(root, root / "autograde" / "course", timeout=timeout, echo=quiet)
+
+
+# -- settings, without running anything ----------------------------------------------------
+def test_config_file_for_plain_nbgrader_runs():
+    """`nbgrader ...` run inside autograde/ loads autograde/nbgrader_config.py: the repo is the
+    course root, the working folders and gradebook are in autograde/course/."""
+    code = (
+        "from traitlets.config.loader import PyFileConfigLoader\n"
+        "c = PyFileConfigLoader('nbgrader_config.py', path='.').load_config()\n"
+        "d = c.CourseDirectory\n"
+        "print(d.root); print(d.source_directory, d.release_directory, d.submitted_directory)\n"
+        "print(d.db_url); print(c.Execute.timeout, c.Execute.extra_arguments)\n"
+        "print([getattr(p, '__name__', p) for p in c.GenerateFeedback.preprocessors])\n"
+        "print(c.OverwriteCells.add_missing_cells)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT / "autograde", check=True,
+                         capture_output=True, text=True).stdout.splitlines()
+    assert Path(out[0]) == ROOT
+    assert out[1] == "solutions notebooks autograde/course/submitted"
+    assert out[2] == "sqlite:///" + str(ROOT / "autograde" / "course" / "gradebook.db")
+    assert out[3].startswith(f"{agconfig.CELL_TIMEOUT} ")
+    assert "--InteractiveShell.xmode=Minimal" in out[3]
+    assert "ClearHiddenTests" in out[4] and "GetGrades" in out[4]
+    assert out[5] == "True"
+
+
+def test_course_config_for_a_temporary_course(tmp_path):
+    c = agconfig.course_config(tmp_path, tmp_path / "work", timeout=7)
+    assert c.CourseDirectory.root == str(tmp_path.resolve())
+    assert c.CourseDirectory.feedback_directory == "work/feedback"
+    assert c.Execute.timeout == c.ExecutePreprocessor.timeout == 7
+    assert c.Execute.extra_arguments == ["--InteractiveShell.xmode=Minimal",
+                                         "--HistoryManager.hist_file=:memory:"]
+    outside = agconfig.course_config(tmp_path / "a", tmp_path / "b")
+    assert outside.CourseDirectory.submitted_directory == str((tmp_path / "b/submitted").resolve())
+    with pytest.raises(ValueError):
+        agconfig.course_config(tmp_path, timeout=0)
+
+
+# -- the release ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fresh_release(tmp_path_factory):
+    """notebooks/ regenerated from solutions/ in a temporary course."""
+    course = make_course(tmp_path_factory.mktemp("release"), agconfig.CELL_TIMEOUT,
+                         ROOT / "solutions")
+    P.release(course)
+    return course
+
+
+def _files(folder: Path) -> set[str]:
+    skip = {".ipynb_checkpoints", "__pycache__"}
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+            if p.is_file() and not skip & set(p.relative_to(folder).parts)}
+
+
+@pytest.mark.slow
+@needs_course
+def test_committed_release_is_up_to_date(fresh_release):
+    committed, fresh = ROOT / "notebooks", fresh_release.release_dir
+    hint = "notebooks/ is stale: run `python -m autograde release` and commit notebooks/"
+    assert committed.is_dir(), hint
+    assert _files(committed) == _files(fresh), hint
+    for rel in sorted(_files(fresh)):
+        if not rel.endswith(".ipynb"):
+            assert (committed / rel).read_bytes() == (fresh / rel).read_bytes(), f"{rel}: {hint}"
+            continue
+        old = nbformat.read(committed / rel, as_version=4)
+        new = nbformat.read(fresh / rel, as_version=4)
+        assert len(old.cells) == len(new.cells), f"{rel}: {hint}"
+        for index, (a, b) in enumerate(zip(old.cells, new.cells)):
+            where = f"{rel} cell {index} ({grade_id(b) or b.cell_type}): {hint}"
+            assert a.cell_type == b.cell_type, where
+            assert a.source == b.source, where
+            assert a.metadata.get("nbgrader") == b.metadata.get("nbgrader"), where
+
+
+@pytest.mark.slow
+@needs_course
+@pytest.mark.parametrize("release_root", ["committed", "fresh"])
+def test_release_holds_no_solution_and_no_hidden_test(release_root, fresh_release):
+    folder = ROOT / "notebooks" if release_root == "committed" else fresh_release.release_dir
+    sources = sorted((ROOT / "solutions").glob("*/*.ipynb"))
+    assert sources
+    for source_path in sources:
+        rel = source_path.relative_to(ROOT / "solutions")
+        assert (folder / rel).exists(), f"{rel} missing from the release"
+        source = nbformat.read(source_path, as_version=4)
+        release = nbformat.read(folder / rel, as_version=4)
+        text = "\n".join(cell.source for cell in release.cells)
+        for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS",
+                       "END HIDDEN TESTS", "BEGIN MARK SCHEME"):
+            assert marker not in text, f"{rel}: {marker!r} in the release"
+        for line in hidden_test_lines(source):
+            assert line not in text, f"{rel}: hidden test line {line!r} in the release"
+        released = {grade_id(c): c for c in release.cells if grade_id(c)}
+        solution_cells = [c for c in source.cells
+                          if c.metadata.get("nbgrader", {}).get("solution")]
+        assert solution_cells, f"{rel}: no answer cell in the source"
+        for cell in solution_cells:
+            inside, outside = regions(cell.source, "BEGIN SOLUTION", "END SOLUTION")
+            stub = released[grade_id(cell)].source
+            stub_lines = {line.strip() for line in stub.splitlines()}
+            leaked = [line for line in inside if line not in outside
+                      and (line in stub_lines or (len(line) > 20 and line in stub))]
+            assert not leaked, f"{rel} {grade_id(cell)}: solution code in the release: {leaked}"
+
+
+# -- end to end on the real course, ONE autograde run --------------------------------------
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    course = make_course(tmp_path_factory.mktemp("e2e"), E2E_TIMEOUT, ROOT / "solutions")
+    P.release(course, [ASSIGNMENT])
+    release_path = course.release_dir / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+    source_nb_path = course.source_dir / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+    P.submit(course, ASSIGNMENT, "reference", {NOTEBOOK: source_nb_path})
+    P.submit(course, ASSIGNMENT, "untouched-release", {NOTEBOOK: release_path})
+    samples = {}
+    for path in SAMPLES:
+        sample = load_sample(path)
+        sample.status = expected_status(path)
+        samples[student_id(path)] = sample
+        P.submit(course, ASSIGNMENT, student_id(path), {NOTEBOOK: build_submission(release_path,
+                                                                                   sample)})
+    started = time.monotonic()
+    rows = P.grade(course, ASSIGNMENT)
+    elapsed = time.monotonic() - started
+    print(f"\ne2e: graded {len(rows)} submissions in {elapsed:.0f} s")
+    return SimpleNamespace(course=course, rows={r["student_id"]: r for r in rows},
+                           samples=samples, source=nbformat.read(source_nb_path, as_version=4),
+                           auto=autograded_names(course, ASSIGNMENT), elapsed=elapsed)
+
+
+def auto_score(graded, student) -> tuple[float, float]:
+    grades = cell_grades(graded.course, student, ASSIGNMENT)
+    auto = [grades[name] for name in graded.auto]
+    return sum(g.auto or 0.0 for g in auto), sum(g.max for g in auto)
+
+
+@pytest.mark.slow
+@needs_course
+def test_reference_solution_gets_every_autograded_point(graded):
+    score, top = auto_score(graded, "reference")
+    assert top > 0 and score == top
+    row = graded.rows["reference"]
+    assert row["status"] == "graded" and float(row["auto_score"]) == top
+    # the written answers are not autograded: they wait for a grader
+    assert float(row["max_score"]) > top and row["needs_manual_grade"] == "True"
+
+
+@pytest.mark.slow
+@needs_course
+def test_untouched_release_scores_zero(graded):
+    score, top = auto_score(graded, "untouched-release")
+    assert top > 0 and score == 0
+    assert graded.rows["untouched-release"]["status"] == "graded"
+
+
+@pytest.mark.slow
+@needs_course
+@pytest.mark.parametrize("path", SAMPLES, ids=[p.stem for p in SAMPLES])
+def test_sample_is_graded_as_expected(graded, path):
+    student = student_id(path)
+    sample = graded.samples[student]
+    row = graded.rows[student]
+    if sample.status:
+        assert row["status"] == sample.status, row["reason"]
+    else:  # executed to the end (a demo cell may time out: the checks have their own limit)
+        assert row["status"] in ("graded", "timed out"), row["reason"]
+    score, top = auto_score(graded, student)
+    expected = {"full": score == top, "zero": score == 0, "partial": 0 < score < top}
+    assert expected[sample.expect], (f"{path.name}: expected {sample.expect}, got {score:g} of "
+                                     f"{top:g} autograded points")
+    assert float(row["auto_score"]) == score
+
+
+@needs_course
+def test_hostile_samples_are_there():
+    """The robustness cases live in autograde/samples/: keep one of each kind."""
+    statuses = {expected_status(path) for path in SAMPLES}
+    samples = [load_sample(path) for path in SAMPLES]
+    assert {"kernel died", "timed out"} <= statuses
+    # deleting the tests of a correct solution earns full marks (they are restored, and run);
+    # editing the tests of the stubs to `pass` earns nothing (they are restored, and fail)
+    assert any(s.expect == "full" and s.deletes for s in samples)
+    assert any(s.expect == "zero" and s.edits and not s.cells for s in samples)
+    assert (SAMPLE_DIR / f"{HIDDEN_SAMPLE}.py").exists()
+
+
+def _students_with(graded, status):
+    return [s for s, sample in graded.samples.items() if sample.status == status]
+
+
+@pytest.mark.slow
+@needs_course
+def test_endless_loop_is_cut_and_the_batch_goes_on(graded):
+    looping = _students_with(graded, "timed out")
+    assert looping
+    for student in looping:
+        nb = autograded_nb(graded.course, student, ASSIGNMENT, NOTEBOOK)
+        assert any(agconfig.TIMEOUT_ENAME in errors_of(cell) for cell in nb.cells)
+        assert graded.rows[student]["flagged"] == "True"
+        assert (graded.course.feedback_dir(student, ASSIGNMENT) / f"{NOTEBOOK}.html").exists()
+    # every other submission that kept its kernel alive was graded, before and after the loop
+    for student, row in graded.rows.items():
+        if row["status"] != "kernel died":
+            assert row["status"] in ("graded", "timed out"), (student, row["reason"])
+            assert (graded.course.autograded_dir(student, ASSIGNMENT) / f"{NOTEBOOK}.ipynb").exists()
+
+
+@pytest.mark.slow
+@needs_course
+def test_dead_kernel_scores_zero_flagged_and_others_are_unaffected(graded):
+    dead = _students_with(graded, "kernel died")
+    assert dead
+    for student in dead:
+        row = graded.rows[student]
+        assert row["score"] == "0" and row["auto_score"] == "0"
+        assert row["needs_manual_grade"] == "True" and row["flagged"] == "True"
+        assert "kernel died" in row["reason"]
+        assert not graded.course.autograded_dir(student, ASSIGNMENT).exists()
+        assert not graded.course.feedback_dir(student, ASSIGNMENT).exists()
+        grades = cell_grades(graded.course, student, ASSIGNMENT)
+        assert all(grades[n].auto == 0 and grades[n].manual for n in graded.auto)
+    # (the reference and the correct samples, graded in the same run, kept full marks)
+    assert auto_score(graded, "reference")[0] == auto_score(graded, "reference")[1]
+
+
+@pytest.mark.slow
+@needs_course
+def test_deleted_and_edited_test_cells_are_restored_and_run(graded):
+    source_cells = {grade_id(c): c.source for c in graded.source.cells if grade_id(c)}
+    checked = 0
+    for student, sample in graded.samples.items():
+        targets = list(sample.deletes) + list(sample.edits)
+        if not targets:
+            continue
+        nb = autograded_nb(graded.course, student, ASSIGNMENT, NOTEBOOK)
+        cells = {grade_id(c): c for c in nb.cells if grade_id(c)}
+        grades = cell_grades(graded.course, student, ASSIGNMENT)
+        for gid in targets:
+            assert gid in cells, f"{student}: {gid} not restored"
+            # the gradebook's version, hidden tests included (a restored cell gets a comment)
+            assert cells[gid].source.endswith(source_cells[gid])
+            assert cells[gid].outputs, f"{student}: restored {gid} did not run"
+            assert grades[gid].auto is not None and not grades[gid].manual
+            checked += 1
+    assert checked
+
+
+@pytest.mark.slow
+@needs_course
+def test_feedback_for_every_graded_submission_shows_no_hidden_test(graded):
+    hidden = hidden_test_lines(graded.source)
+    assert hidden
+    for student, row in graded.rows.items():
+        html = graded.course.feedback_dir(student, ASSIGNMENT) / f"{NOTEBOOK}.html"
+        if row["status"] not in ("graded", "timed out"):
+            continue
+        assert html.exists(), f"no feedback for {student}"
+        text = html_text(html)
+        assert "BEGIN HIDDEN TESTS" not in text and "END HIDDEN TESTS" not in text, student
+        leaked = [line for line in hidden if line in text]
+        assert not leaked, f"{student}'s feedback shows hidden tests: {leaked}"
+    # a submission that fails a hidden test: its failure is reported, not the test's code
+    student = student_id(SAMPLE_DIR / f"{HIDDEN_SAMPLE}.py")
+    nb = autograded_nb(graded.course, student, ASSIGNMENT, NOTEBOOK)
+    assert any(errors_of(c) for c in nb.cells if grade_id(c) in graded.auto)
+    text = html_text(graded.course.feedback_dir(student, ASSIGNMENT) / f"{NOTEBOOK}.html")
+    assert "reference" in text and not [line for line in hidden if line in text]
+
+
+@pytest.mark.slow
+@needs_course
+def test_csv_has_a_row_for_every_submitted_student(graded):
+    path = graded.course.work_dir / "grades.csv"
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    required = {"student_id", "assignment", "score", "max_score", "status",
+                "needs_manual_grade"}
+    assert required <= set(rows[0])
+    students = {r["student_id"] for r in rows}
+    assert students == set(graded.course.submitted_students(ASSIGNMENT))
+    assert len(rows) == len(students) == len(SAMPLES) + 2
+    assert {r["status"] for r in rows} <= {"graded", "timed out", "kernel died", "not graded"}
+    assert all(r["assignment"] == ASSIGNMENT for r in rows)
+
+
+@pytest.mark.slow
+@needs_course
+def test_regrade_gives_the_same_scores(graded):
+    partial = sorted(s for s, sample in graded.samples.items() if sample.expect == "partial")
+    students = ["reference"] + partial[:1]
+    before = {s: cell_grades(graded.course, s, ASSIGNMENT) for s in students}
+    for student in students:
+        outcomes = P.autograde(graded.course, ASSIGNMENT, student)
+        assert [o.student for o in outcomes] == [student]
+        after = cell_grades(graded.course, student, ASSIGNMENT)
+        assert {k: v.auto for k, v in after.items()} == {k: v.auto for k, v in before[student].items()}
+
+
+# -- a tiny synthetic course: the failure modes that are slow or impossible on the real one --
+def _tiny_notebook():
+    def meta(gid, **kw):
+        return {"nbgrader": {"grade_id": gid, "grade": False, "solution": False, "locked": False,
+                             "schema_version": 3, **kw}}
+    return new_notebook(cells=[
+        new_markdown_cell("# Tiny", metadata=meta("intro", locked=True)),
+        new_code_cell("import os\nprint('grading:', os.environ.get('NBGRADER_EXECUTION'))"),
+        new_code_cell("def square(x):\n    ### BEGIN SOLUTION\n    return x * x\n"
+                      "    ### END SOLUTION", metadata=meta("square", solution=True)),
+        new_code_cell('assert square(2) == 4, "square(2)"\n### BEGIN HIDDEN TESTS\n'
+                      'assert square(-3) == 9, "negative numbers too"\n### END HIDDEN TESTS',
+                      metadata=meta("test_square", grade=True, locked=True, points=2)),
+        new_markdown_cell("Read-only text.", metadata=meta("between", locked=True)),
+        new_code_cell('assert square(5) == 25', metadata=meta("test_more", grade=True,
+                                                               locked=True, points=1)),
+        new_code_cell("def cube(x):\n    ### BEGIN SOLUTION\n    return x ** 3\n"
+                      "    ### END SOLUTION", metadata=meta("cube", solution=True)),
+        new_code_cell('assert cube(2) == 8', metadata=meta("test_cube", grade=True, locked=True,
+                                                           points=3)),
+        new_markdown_cell("YOUR ANSWER HERE", metadata=meta("explain", grade=True,
+                                                            solution=True, points=2)),
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                "language": "python"}})
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    course = make_course(tmp_path_factory.mktemp("tiny"), timeout=5)
+    (course.source_dir / "01_tiny").mkdir(parents=True)
+    nbformat.write(_tiny_notebook(), course.source_dir / "01_tiny" / "tiny.ipynb")
+    P.release(course)
+    release_nb = P.release_notebook(course, "01_tiny")
+
+    def edited(**sources):
+        nb = copy.deepcopy(release_nb)
+        nb.cells = [c for c in nb.cells if sources.get(grade_id(c), "") is not None]
+        for c in nb.cells:
+            c.source = sources.get(grade_id(c), c.source)
+        return nb
+
+    square, cube = "def square(x):\n    return x * x", "def cube(x):\n    return x ** 3"
+    submissions = {
+        "reference": course.source_dir / "01_tiny" / "tiny.ipynb",
+        "hidden-fail": edited(square="def square(x):\n    return abs(x) * x", cube=cube),
+        "deaf": edited(square="import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                              "while True:\n    pass", cube=cube),
+        # the test cell after a deleted answer cell and after a read-only cell: nbgrader 0.9.6's
+        # own restoring raises KeyError on both
+        "deletes-with-neighbours": edited(square=square, cube=None, test_cube=None,
+                                          test_more=None),
+    }
+    for student, nb in submissions.items():
+        P.submit(course, "01_tiny", student, {"tiny": nb})
+    P.submit(course, "01_tiny", "misnamed", {"tiny-copy": release_nb})
+    corrupt = course.submitted_dir("corrupt", "01_tiny")
+    corrupt.mkdir(parents=True)
+    (corrupt / "tiny.ipynb").write_text("{ not a notebook", encoding="utf-8")
+    (corrupt / "timestamp.txt").write_text("2026-01-02 03:04:05 UTC", encoding="utf-8")
+    rows = P.grade(course, "01_tiny")
+    return SimpleNamespace(course=course, rows={r["student_id"]: r for r in rows})
+
+
+@pytest.mark.slow
+def test_tiny_reference_and_hidden_failure(tiny):
+    assert tiny.rows["reference"]["auto_score"] == "6"
+    assert tiny.rows["hidden-fail"]["auto_score"] == "4"  # fails only the hidden assert
+    nb = autograded_nb(tiny.course, "reference", "01_tiny", "tiny")
+    assert "grading: autograde" in nb.cells[1].outputs[0]["text"]  # NBGRADER_EXECUTION
+    text = html_text(tiny.course.feedback_dir("hidden-fail", "01_tiny") / "tiny.html")
+    assert "negative numbers too" in text  # the failure message teaches...
+    assert "square(-3)" not in text and "HIDDEN" not in text  # ...the test stays hidden
+    for student in ("reference", "hidden-fail", "deletes-with-neighbours"):
+        assert tiny.rows[student]["status"] == "graded"
+
+
+@pytest.mark.slow
+def test_tiny_kernel_deaf_to_interrupts_fails_alone(tiny):
+    row = tiny.rows["deaf"]
+    assert (row["status"], row["auto_score"], row["flagged"]) == ("timed out", "0", "True")
+    assert "did not answer the interrupt" in row["reason"] and "'square'" in row["reason"]
+    assert not tiny.course.autograded_dir("deaf", "01_tiny").exists()
+
+
+@pytest.mark.slow
+def test_tiny_deleted_cells_restored_next_to_missing_neighbours(tiny):
+    grades = cell_grades(tiny.course, "deletes-with-neighbours", "01_tiny")
+    assert (grades["test_square"].auto, grades["test_more"].auto, grades["test_cube"].auto) \
+        == (2, 1, 0)
+    nb = autograded_nb(tiny.course, "deletes-with-neighbours", "01_tiny", "tiny")
+    order = [grade_id(c) for c in nb.cells if grade_id(c)]
+    assert order.index("test_more") > order.index("between")
+    assert errors_of(next(c for c in nb.cells if grade_id(c) == "test_cube")) == ["NameError"]
+
+
+@pytest.mark.slow
+def test_tiny_unreadable_submissions_are_recorded(tiny):
+    for student, why in (("misnamed", "missing tiny.ipynb"), ("corrupt", "could not process")):
+        row = tiny.rows[student]
+        assert row["status"] == "not graded" and why in row["reason"]
+        assert row["score"] == "0" and row["flagged"] == "True"
+        assert row["needs_manual_grade"] == "True"
+    assert tiny.rows["corrupt"]["timestamp"].startswith("2026-01-02T03:04:05")
+    assert set(tiny.rows) == set(tiny.course.submitted_students("01_tiny"))
+
+
+@pytest.mark.slow
+def test_tiny_export_command(tiny, tmp_path):
+    out = tmp_path / "grades.csv"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    subprocess.run([sys.executable, "-m", "autograde", "--root", str(tiny.course.root),
+                    "--work-dir", str(tiny.course.work_dir), "export", "--out", str(out)],
+                   check=True, env=env, capture_output=True, cwd=tmp_path)
+    with out.open(newline="", encoding="utf-8") as fh:
+        rows = {r["student_id"]: r for r in csv.DictReader(fh)}
+    assert rows == tiny.rows
+
+
+@pytest.mark.slow
+def test_tiny_regrade_after_a_bad_resubmission_keeps_no_stale_grade(tiny):
+    """(Runs last: it changes the tiny course.) The reference student resubmits a misnamed
+    notebook: the regrade drops the stale autograded copy and feedback, and the scores."""
+    course = tiny.course
+    folder = course.submitted_dir("reference", "01_tiny")
+    (folder / "tiny.ipynb").rename(folder / "tiny (1).ipynb")
+    outcomes = P.autograde(course, "01_tiny", "reference")
+    assert [(o.student, o.status) for o in outcomes] == [("reference", "not graded")]
+    assert "missing tiny.ipynb" in outcomes[0].reason
+    assert not course.autograded_dir("reference", "01_tiny").exists()
+    assert not course.feedback_dir("reference", "01_tiny").exists()
+    row = {r["student_id"]: r for r in P.grade_rows(course)}["reference"]
+    assert (row["auto_score"], row["flagged"], row["needs_manual_grade"]) == ("0", "True", "True")
+    others = {r["student_id"]: r for r in P.grade_rows(course)}
+    assert others["hidden-fail"] == tiny.rows["hidden-fail"]  # the others are untouched
