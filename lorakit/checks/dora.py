@@ -1,0 +1,593 @@
+"""Behavioural checks for notebook 05 (DoRA).
+
+Contract (DESIGN.md): ``DoRALinear(base_layer, rank=8, alpha=16)`` keeps ``self.base_layer``
+and ``self.scaling = alpha / rank``; ``forward(x)`` takes x of shape (..., in_features) and
+computes, with W (out, in) and b the frozen base's weight and bias::
+
+    V = W + scaling * B A                    A (r, in), B (out, r)
+    y = m ⊙ (V x) / n + b,   n_i = ‖V_i‖       (the norm of each *row* of V, i.e. dim=1)
+
+The magnitude m has shape (out,) and starts at the row norms of W (so the layer starts as its
+base); n is treated as a constant in backward (detached, DoRA paper §4.3 and PEFT); the bias
+is added after the rescaling. Forming V explicitly is allowed.
+
+A and B are found among the trainable parameters by shape (nn.Parameter or nn.Linear, either
+orientation); m is the tensor with out_features entries outside the base layer (a trainable
+parameter when there is one). Probe layers are non-square with in, out and rank pairwise
+different, so every shape is unambiguous. Each check raises ``CheckFailure`` (an
+AssertionError) whose message names the concept.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ._probe import (CheckFailure, TimedOut, build, call, close, fail, find_base, find_factors,
+                     forward, make_base, randn, randomize_adapters, trainable)
+from .lora import _borrows_lorakit
+
+# Probe layers: non-square, in, out and rank pairwise different.
+IN, OUT, RANK = 24, 10, 3
+
+ROW_NORM_HINT = ("nn.Linear stores W as (out_features, in_features): row i holds the weights of "
+                 "output i, so DoRA's norm is taken over each row, W.norm(dim=1). (The paper writes "
+                 "a column norm because it stores W as (in, out).)")
+
+
+# --- building probe layers -------------------------------------------------------------------
+
+def _base(in_f: int, out_f: int, *, bias: bool = True, seed: int = 0) -> nn.Linear:
+    """A frozen-to-be nn.Linear whose row norms differ clearly from 1 and from its column norms."""
+    base = make_base(in_f, out_f, bias=bias, seed=seed)
+    g = torch.Generator().manual_seed(seed + 100)
+    with torch.no_grad():
+        scales = torch.linspace(0.4, 2.5, out_f)[torch.randperm(out_f, generator=g)]
+        base.weight.mul_(scales[:, None])
+        if bias:
+            base.bias.copy_(torch.randn(out_f, generator=g) * 0.5)
+    return base
+
+
+def _build(cls, base: nn.Linear, rank: int, alpha: float, seed: int = 0) -> nn.Module:
+    return build(cls, base, seed=seed, rank=rank, alpha=alpha)
+
+
+def _outside_base(layer: nn.Module) -> list[tuple[str, torch.Tensor, str]]:
+    """(name, tensor, kind) for every parameter and buffer not owned by the base layer."""
+    base = getattr(layer, "base_layer", None)
+    skip = set()
+    if isinstance(base, nn.Module):
+        skip = {id(t) for t in list(base.parameters()) + list(base.buffers())}
+    out = [(n, p, "parameter") for n, p in layer.named_parameters() if id(p) not in skip]
+    out += [(n, b, "buffer") for n, b in layer.named_buffers() if id(b) not in skip]
+    return out
+
+
+def _vectors(layer: nn.Module, size: int) -> list[tuple[str, torch.Tensor, str]]:
+    return [(n, t, k) for n, t, k in _outside_base(layer)
+            if t.numel() == size and (t.dim() == 1 or (t.dim() == 2 and 1 in t.shape))]
+
+
+def find_magnitude(layer: nn.Module, out_f: int) -> tuple[str, torch.Tensor] | None:
+    """The magnitude vector: out_f entries, outside the base; a trainable parameter first."""
+    cands = _vectors(layer, out_f)
+    for rank_of in (lambda t, k: k == "parameter" and t.requires_grad,
+                    lambda t, k: k == "parameter", lambda t, k: True):
+        for n, t, k in cands:
+            if rank_of(t, k):
+                return n, t
+    return None
+
+
+def _axis_hint(layer: nn.Module, in_f: int, out_f: int) -> str:
+    """Explain a vector with in_features entries: the norm was taken over the wrong axis."""
+    if in_f == out_f:
+        return ""
+    wrong = _vectors(layer, in_f)
+    if wrong:
+        n, t, _ = wrong[0]
+        return (f"Your layer has a vector {n} of shape {tuple(t.shape)}: one entry per *input* "
+                f"feature, as W.norm(dim=0) gives. DoRA needs one magnitude per output, shape "
+                f"({out_f},). " + ROW_NORM_HINT)
+    return ""
+
+
+def _run(layer: nn.Module, x: torch.Tensor, in_f: int, out_f: int) -> torch.Tensor:
+    """forward with a time limit; a crash caused by a norm over the wrong axis says so."""
+    try:
+        return forward(layer, x, in_f, out_f)
+    except TimedOut:
+        raise
+    except CheckFailure as e:
+        hint = _axis_hint(layer, in_f, out_f)
+        if hint:
+            fail(str(e), hint)
+        raise
+
+
+@dataclass
+class Parts:
+    """The student's A (r, in), B (out, r) and m (out,), found by shape; values in that orientation."""
+    layer: nn.Module
+    base: nn.Linear
+    A_param: nn.Parameter
+    B_param: nn.Parameter
+    m_name: str | None
+    m_param: torch.Tensor | None
+    rank: int
+
+    @property
+    def A_t(self) -> bool:
+        return tuple(self.A_param.shape) != (self.rank, self.base.in_features)
+
+    @property
+    def B_t(self) -> bool:
+        return tuple(self.B_param.shape) != (self.base.out_features, self.rank)
+
+    def A(self) -> torch.Tensor:
+        a = self.A_param.detach()
+        return a.T if self.A_t else a
+
+    def B(self) -> torch.Tensor:
+        b = self.B_param.detach()
+        return b.T if self.B_t else b
+
+    def m(self) -> torch.Tensor | None:
+        return None if self.m_param is None else self.m_param.detach().reshape(-1)
+
+    def grads(self) -> tuple:
+        def g(p, t):
+            if p is None or p.grad is None:
+                return None
+            return p.grad.T if t else p.grad
+        gm = None if self.m_param is None or self.m_param.grad is None else self.m_param.grad.reshape(-1)
+        return g(self.A_param, self.A_t), g(self.B_param, self.B_t), gm
+
+    @torch.no_grad()
+    def assign(self, A: torch.Tensor, B: torch.Tensor, m: torch.Tensor | None) -> None:
+        self.A_param.copy_((A.T if self.A_t else A).to(self.A_param))
+        self.B_param.copy_((B.T if self.B_t else B).to(self.B_param))
+        if m is not None and self.m_param is not None:
+            self.m_param.copy_(m.reshape(self.m_param.shape).to(self.m_param))
+
+
+def find_parts(layer: nn.Module, in_f: int, out_f: int, rank: int) -> Parts:
+    base = find_base(layer)
+    f = find_factors(layer, in_f, out_f, rank)
+    mag = find_magnitude(layer, out_f)
+    name, m = mag if mag else (None, None)
+    return Parts(layer, base, f.A_param, f.B_param, name, m, rank)
+
+
+def _random_values(base: nn.Linear, rank: int, seed: int):
+    """Seeded non-zero A, B and a magnitude moved away from the row norms of W."""
+    in_f, out_f = base.in_features, base.out_features
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(rank, in_f, generator=g) * 0.2
+    B = torch.randn(out_f, rank, generator=g) * 0.2
+    moved = torch.linspace(0.5, 1.6, out_f)[torch.randperm(out_f, generator=g)]
+    m = base.weight.detach().norm(dim=1) * moved
+    return A, B, m
+
+
+def _prepared(cls, in_f=IN, out_f=OUT, rank=RANK, alpha=float(RANK), bias=True, seed=0,
+              values=None):
+    """A student layer with seeded non-zero A, B and a moved m (where m can be found)."""
+    base = _base(in_f, out_f, bias=bias, seed=seed)
+    layer = _build(cls, base, rank, alpha, seed=seed)
+    parts = find_parts(layer, in_f, out_f, rank)
+    A, B, m = values if values is not None else _random_values(parts.base, rank, seed + 1)
+    parts.assign(A, B, m)
+    return layer, parts
+
+
+# --- the definition ---------------------------------------------------------------------------
+
+def definition(W, b, A, B, m, s, x, *, s_norm=None, detach=True, bias_inside=False):
+    """y = m ⊙ (W + sBA)x / ‖W + s_norm BA‖_row + b, in float64 (variants for diagnoses)."""
+    W, A, B, m, x = (t.double() for t in (W, A, B, m, x))
+    V = W + s * B @ A
+    Vn = V if s_norm is None else W + s_norm * B @ A
+    n = Vn.norm(dim=1)
+    if detach:
+        n = n.detach()
+    h = x @ V.T
+    if b is not None and bias_inside:
+        h = h + b.double()
+    y = h * (m / n)
+    if b is not None and not bias_inside:
+        y = y + b.double()
+    return y
+
+
+def _reference(parts: Parts, s: float, x: torch.Tensor, **kw) -> torch.Tensor:
+    base = parts.base
+    m = parts.m()
+    if m is None:
+        m = base.weight.detach().norm(dim=1)
+    return definition(base.weight.detach(), None if base.bias is None else base.bias.detach(),
+                      parts.A(), parts.B(), m, s, x, **kw)
+
+
+# --- checks -----------------------------------------------------------------------------------
+
+def check_shapes(cls: type) -> None:
+    """Output shape (..., out) for 2-D, 3-D and 4-D inputs, non-square and square layers."""
+    cases = [(IN, OUT, RANK, [(5, IN), (2, 3, IN), (2, 3, 4, IN)]),
+             (16, 16, 4, [(1, 16), (16, 16), (2, 16, 16), (3, 1, 5, 16)])]
+    for in_f, out_f, rank, shapes in cases:
+        layer = _build(cls, _base(in_f, out_f, seed=1), rank, 2.0 * rank, seed=1)
+        randomize_adapters(layer, seed=2, scale=0.2)
+        for shape in shapes:
+            x = randn(*shape, seed=3)
+            y = _run(layer, x, in_f, out_f)
+            want = shape[:-1] + (out_f,)
+            if tuple(y.shape) != want:
+                fail(f"Wrong output shape: for x of shape {shape} a {in_f}->{out_f} layer must "
+                     f"return {want}, got {tuple(y.shape)}.",
+                     _axis_hint(layer, in_f, out_f) or
+                     "The rescaling m / ‖W + sBA‖ has one entry per output feature and multiplies "
+                     "the last dimension of the output.")
+
+
+def check_frozen(cls: type, in_f: int = IN, out_f: int = OUT, rank: int = RANK) -> None:
+    """The base layer is frozen and exactly r*(in + out) + out parameters train."""
+    layer = _build(cls, _base(in_f, out_f, seed=2), rank, 2.0 * rank, seed=2)
+    base = find_base(layer)
+    unfrozen = [n for n, p in base.named_parameters() if p.requires_grad]
+    if unfrozen:
+        fail("The pretrained layer must be frozen: DoRA trains only A, B and the magnitude m.",
+             f"base_layer parameters that still require grad: {unfrozen}")
+    params = trainable(layer)
+    n = sum(p.numel() for _, p in params)
+    want = rank * (in_f + out_f) + out_f
+    if n == want:
+        return
+    listing = ", ".join(f"{name} {tuple(p.shape)}" for name, p in params) or "none"
+    head = (f"DoRA trains exactly r*(in + out) + out = {rank}*({in_f} + {out_f}) + {out_f} = "
+            f"{want} parameters (A is r x in, B is out x r, the magnitude m has one entry per "
+            f"output); your layer trains {n}.")
+    mag = find_magnitude(layer, out_f)
+    if n == rank * (in_f + out_f) and mag is not None and not mag[1].requires_grad:
+        fail(head, f"The magnitude ({mag[0]!r}) does not train: make it an nn.Parameter (not a buffer, "
+                   "not requires_grad=False). Learning m is half of DoRA.")
+    hint = _axis_hint(layer, in_f, out_f)
+    fail(head, (hint + "\n  " if hint else "") + f"trainable parameters: {listing}")
+
+
+def _init_diagnosis(layer: nn.Module, in_f: int, out_f: int, rank: int) -> str:
+    base = find_base(layer)
+    W = base.weight.detach()
+    hint = _axis_hint(layer, in_f, out_f)
+    if hint:
+        return hint
+    mag = find_magnitude(layer, out_f)
+    if mag is None:
+        return (f"No vector with {out_f} entries (one per output) outside the base layer: where "
+                "is the magnitude m?")
+    m = mag[1].detach().reshape(-1).double()
+    rows, cols = W.norm(dim=1).double(), W.norm(dim=0).double()
+    if close(m, torch.ones_like(m)):
+        return ("The magnitude starts at ones, as in seed 003. Then each output i is multiplied "
+                f"by 1/‖W_i‖ at init (here between {1 / rows.max():.2f} and {1 / rows.min():.2f}): "
+                "the layer does not start as the pretrained layer. Start m at W.norm(dim=1).")
+    if in_f == out_f and close(m, cols):
+        return ("The magnitude holds the *column* norms of W, W.norm(dim=0). On a square layer the "
+                "shapes hide this mistake, and at init it can even cancel out. " + ROW_NORM_HINT)
+    if not close(m, rows):
+        return "The magnitude must start at the row norms of W, W.norm(dim=1), shape (out,)."
+    return ""
+
+
+def check_magnitude_init(cls: type) -> None:
+    """m has out_features entries and starts at the row norms of W (dim=1), also on square layers."""
+    for in_f, out_f, rank in [(IN, OUT, RANK), (16, 16, 4)]:
+        layer = _build(cls, _base(in_f, out_f, seed=4), rank, 2.0 * rank, seed=4)
+        W = find_base(layer).weight.detach()
+        mag = find_magnitude(layer, out_f)
+        if mag is None:
+            fail(f"DoRA's magnitude m is a vector with one entry per output feature, shape "
+                 f"({out_f},) for a {in_f}->{out_f} layer; none was found outside the base layer.",
+                 _axis_hint(layer, in_f, out_f) or
+                 "Store it as an nn.Parameter of shape (out_features,).")
+        m = mag[1].detach().reshape(-1)
+        if not close(m, W.norm(dim=1), rtol=1e-5, atol=1e-6):
+            fail("The magnitude m must start at the row norms of the pretrained weight, "
+                 "m_i = ‖W_i‖ = W.norm(dim=1): then m / ‖W‖ = 1 and the layer starts as its base.",
+                 f"{in_f}->{out_f} layer, vector {mag[0]!r}. " +
+                 _init_diagnosis(layer, in_f, out_f, rank))
+
+
+def check_identity_at_init(cls: type) -> None:
+    """At init the layer computes exactly what its base computes (B = 0, m = ‖W‖_row)."""
+    for bias in (True, False):
+        layer = _build(cls, _base(IN, OUT, bias=bias, seed=5), RANK, 2.0 * RANK, seed=5)
+        base = find_base(layer)
+        for shape in [(5, IN), (2, 3, IN)]:
+            x = randn(*shape, seed=6)
+            y = _run(layer, x, IN, OUT)
+            with torch.no_grad():
+                want = base(x)
+            if y.shape == want.shape and close(y, want, rtol=1e-5, atol=1e-5):
+                continue
+            diff = ((y - want).abs().max().item() if y.shape == want.shape
+                    else f"shape {tuple(y.shape)} vs {tuple(want.shape)}")
+            why = _init_diagnosis(layer, IN, OUT, RANK)
+            if not why:
+                try:
+                    B = find_parts(layer, IN, OUT, RANK).B()
+                    if B.abs().max() > 0:
+                        why = ("B is not zero at init, so W + sBA differs from W. Start B at zero "
+                               "(and A random), as in LoRA.")
+                except CheckFailure as e:
+                    why = str(e)
+            fail("At init the layer must equal the pretrained layer: B = 0 and m = ‖W‖_row make "
+                 "m ⊙ W x / ‖W‖_row = W x, so fine-tuning starts from the pretrained function.",
+                 f"x of shape {shape}, bias={bias}: largest difference {diff}. {why}".rstrip())
+
+
+def _effective(layer: nn.Module, in_f: int, out_f: int) -> torch.Tensor:
+    """The (out, in) matrix M with layer(x) = M x, for a bias-free base."""
+    with torch.no_grad():
+        return _run(layer, torch.eye(in_f), in_f, out_f).T.double()
+
+
+def _forward_diagnosis(layer: nn.Module, parts: Parts, s: float) -> str:
+    base = parts.base
+    in_f, out_f = base.in_features, base.out_features
+    M = _effective(layer, in_f, out_f)
+    x = randn(2, 3, in_f, seed=21)
+    with torch.no_grad():
+        y = _run(layer, x, in_f, out_f).double()
+    if not close(y, x.double() @ M.T, rtol=1e-4, atol=1e-5):
+        return ("The output is not a linear map of x: the rescaling m / ‖W + sBA‖ depends on the "
+                "weights only (never normalise the activations or the output).")
+    W = base.weight.detach().double()
+    V = W + s * parts.B().double() @ parts.A().double()
+    m = parts.m()
+    if close(M, V):
+        return "The layer computes W x + sBA x, plain LoRA: the rescaling by m / ‖W + sBA‖ is missing."
+    dot = lambda P, Q, d: (P * Q).sum(d)
+    r = dot(M, V, 1) / dot(V, V, 1)                 # row i of M = r_i V_i ?
+    if close(M, r[:, None] * V):
+        if m is None:
+            return "Each row is rescaled, but no magnitude vector of shape (out,) was found."
+        m = m.double()
+        n, nW = V.norm(dim=1), W.norm(dim=1)
+        for want, why in [(m / nW, "It divides by ‖W‖_row, the norm of the pretrained weight (a norm "
+                                   "computed once at init?). The norm must be that of the adapted "
+                                   "weight W + sBA, recomputed in every forward."),
+                          (m, "It multiplies by m but never divides by the row norm ‖W + sBA‖."),
+                          (1 / n, "It divides by the row norm but never multiplies by the magnitude m."),
+                          (m * m / n, "It multiplies by m twice.")]:
+            if close(r, want):
+                return why
+        return "Each row of W + sBA is rescaled, but not by m_i / ‖W_i + s(BA)_i‖."
+    c = dot(M, V, 0) / dot(V, V, 0)                 # column j of M = c_j V_:j ?
+    if close(M, V * c[None, :]):
+        return "It rescales the *columns* of W + sBA (a norm over dim=0). " + ROW_NORM_HINT
+    return ("The layer should compute m ⊙ (W + sBA) x / ‖W + sBA‖_row: the row norms of the adapted "
+            "weight (dim=1), detached, with m of shape (out,).")
+
+
+def check_forward(cls: type) -> None:
+    """With non-zero A, B and a moved m: y = m ⊙ (W + sBA)x / ‖W + sBA‖_row (bias-free base)."""
+    rank = RANK
+    layer, parts = _prepared(cls, rank=rank, alpha=float(rank), bias=False, seed=7)
+    for shape in [(4, IN), (2, 3, IN), (2, 2, 3, IN)]:
+        x = randn(*shape, seed=8)
+        y = _run(layer, x, IN, OUT)
+        want = _reference(parts, 1.0, x)
+        if not close(y, want):
+            fail("With non-zero A, B and a trained magnitude the layer must compute "
+                 "m ⊙ (W + sBA) x / ‖W + sBA‖_row: the direction W + sBA with each row scaled to "
+                 "length m_i.",
+                 f"x of shape {shape}, bias-free base. " + _forward_diagnosis(layer, parts, 1.0))
+
+
+def check_bias(cls: type) -> None:
+    """The bias is added after the rescaling: layer_b(x) - layer_no_bias(x) = b."""
+    rank = RANK
+    with_b, parts = _prepared(cls, rank=rank, alpha=float(rank), bias=True, seed=9)
+    base = parts.base
+    no_b_base = make_base(IN, OUT, bias=False)
+    with torch.no_grad():
+        no_b_base.weight.copy_(base.weight)
+    without = _build(cls, no_b_base, rank, float(rank), seed=9)
+    find_parts(without, IN, OUT, rank).assign(parts.A(), parts.B(), parts.m())
+    x = randn(2, 3, IN, seed=10)
+    with torch.no_grad():
+        diff = (_run(with_b, x, IN, OUT) - _run(without, x, IN, OUT)).double()
+    b = base.bias.detach().double().expand_as(diff)
+    if close(diff, b):
+        return
+    V = base.weight.detach().double() + parts.B().double() @ parts.A().double()
+    m = parts.m()
+    msg = ("The bias must be added after the rescaling: y = m ⊙ (W + sBA)x / ‖W + sBA‖_row + b. "
+           "DoRA rescales the weight, not the bias (PEFT adds the DoRA term to base_layer(x), "
+           "bias included, unchanged).")
+    if m is not None and close(diff, (m.double() / V.norm(dim=1)).expand_as(diff) * b):
+        fail(msg, "Your layer scales the bias too (is base_layer(x), bias included, inside the "
+                  "rescaling?). At init m / ‖W‖ = 1 hides this; once m or B move, the bias drifts "
+                  "with them and merging would have to change b as well.")
+    if close(diff, torch.zeros_like(diff)):
+        fail(msg, "Your layer ignores the base layer's bias.")
+    fail(msg, "Adding a bias to the base changes your output by something other than b.")
+
+
+def check_scaling(cls: type) -> None:
+    """self.scaling is alpha / rank and the update is s·BA, in the direction and in the norm."""
+    for rank, alpha in [(RANK, 2.0 * RANK), (2, 1.0)]:
+        layer, parts = _prepared(cls, rank=rank, alpha=alpha, bias=False, seed=11)
+        s = alpha / rank
+        got = getattr(layer, "scaling", None)
+        if not isinstance(got, (int, float, torch.Tensor)) or abs(float(got) - s) > 1e-9:
+            fail(f"The attribute self.scaling must be alpha / rank = {alpha:g}/{rank} = {s:g}, got {got!r}.")
+        # the same layer at scaling 1 with B replaced by s*B must compute the same function
+        A, B, m = parts.A(), parts.B(), parts.m()
+        one, _ = _prepared(cls, rank=rank, alpha=float(rank), bias=False, seed=11, values=(A, s * B, m))
+        x = randn(2, 3, IN, seed=12)
+        with torch.no_grad():
+            y, y1 = _run(layer, x, IN, OUT), _run(one, x, IN, OUT)
+        if close(y, y1):
+            continue
+        why = "Check that both W + sBA and its row norm use s = alpha / rank."
+        if close(y, _reference(parts, s, x)):
+            why = (f"It is right at alpha/rank = {s:g}, but with alpha = rank and B replaced by "
+                   f"{s:g}*B it computes something else: scaling must enter only as s*B A.")
+        else:
+            for s_num, s_norm, text in [(1.0, 1.0, "the scaling alpha/rank is missing"),
+                                        (alpha, alpha, "it is scaled by alpha instead of alpha/rank"),
+                                        (s, 1.0, "the norm is taken of W + BA, without the scaling"),
+                                        (1.0, s, "the direction uses W + BA, without the scaling, "
+                                                 "while the norm has it")]:
+                if close(y, _reference(parts, s_num, x, s_norm=s_norm)):
+                    why = f"The layer behaves as if {text}."
+                    break
+        fail(f"The update must be scaled by alpha/rank (here {alpha:g}/{rank} = {s:g}) everywhere: "
+             "V = W + (alpha/r) B A, then its row norm.", why)
+
+
+def check_norm_detached(cls: type) -> None:
+    """Gradients of A, B and m equal those of the definition with the row norm detached."""
+    rank = RANK
+    layer, parts = _prepared(cls, rank=rank, alpha=float(rank), bias=False, seed=13)
+    x, g = randn(2, 3, IN, seed=14), randn(2, 3, OUT, seed=15)
+    layer.zero_grad(set_to_none=True)
+    y = _run(layer, x, IN, OUT)
+    if not close(y, _reference(parts, 1.0, x)):
+        fail("The gradients cannot match DoRA's while the forward does not: fix the 'forward' "
+             "check first.", _forward_diagnosis(layer, parts, 1.0))
+    if parts.m_param is None:
+        fail(f"No magnitude vector of shape ({OUT},) was found: DoRA trains one magnitude per output.",
+             _axis_hint(layer, IN, OUT))
+    call(lambda: (y * g).sum().backward(), what="Backward through your layer")
+    got = parts.grads()
+
+    def ref(detach: bool):
+        base = parts.base
+        A = parts.A().double().requires_grad_()
+        B = parts.B().double().requires_grad_()
+        m = parts.m().double().requires_grad_()
+        out = definition(base.weight.detach(), None, A, B, m, 1.0, x, detach=detach)
+        (out * g.double()).sum().backward()
+        return A.grad, B.grad, m.grad
+
+    want, full = ref(True), ref(False)
+    names = ("A", "B", "m")
+    if not parts.m_param.requires_grad:     # an untrained magnitude is the 'gradients' check's case
+        names, got, want, full = names[:2], got[:2], want[:2], full[:2]
+    for name, a in zip(names, got):
+        if a is None:
+            fail(f"{name} received no gradient: A, B and the magnitude m all train.")
+    if all(close(a, w, rtol=1e-3, atol=1e-6) for a, w in zip(got, want)):
+        return
+    msg = ("DoRA treats the row norm ‖W + sBA‖ as a constant in backward (paper §4.3, and PEFT): "
+           "compute it under torch.no_grad() or call .detach() on it.")
+    if all(close(a, f, rtol=1e-3, atol=1e-6) for a, f in zip(got, full)):
+        fail(msg, "Your gradients of A and B are those of the un-detached norm: autograd "
+                  "differentiates through the norm, which costs memory and time and is not DoRA's "
+                  "update rule. (The forward values are the same either way; only the gradients differ.)")
+    bad = [n for n, a, w in zip(names, got, want) if not close(a, w, rtol=1e-3, atol=1e-6)]
+    fail(msg, f"The gradients of {', '.join(bad)} differ from the detached-norm definition.")
+
+
+def check_gradients(cls: type) -> None:
+    """Gradients reach B and m at init, A, B and m once B != 0, and never the base."""
+    layer = _build(cls, _base(IN, OUT, seed=16), RANK, 2.0 * RANK, seed=16)
+    base = find_base(layer)
+    parts = find_parts(layer, IN, OUT, RANK)
+    x, target = randn(2, 3, IN, seed=17), randn(2, 3, OUT, seed=18)
+
+    def backward():
+        layer.zero_grad(set_to_none=True)
+        if parts.m_param is not None:
+            parts.m_param.grad = None
+        loss = (_run(layer, x, IN, OUT) - target).pow(2).mean()
+        call(loss.backward, what="Backward through your layer")
+
+    def has_grad(t):
+        return t is not None and torch.isfinite(t).all() and t.abs().max() > 0
+
+    if parts.m_param is not None and not parts.m_param.requires_grad:
+        fail("The magnitude m must be trainable (an nn.Parameter): DoRA learns each row's length "
+             "through m and its direction through B A.", f"{parts.m_name} does not require grad.")
+    backward()
+    gA, gB, gm = parts.grads()
+    if not has_grad(gB):
+        fail("At init B must receive a gradient, or the adapter can never start learning. "
+             "With B = 0, A has to start random (not zero).")
+    if parts.m_param is not None and not has_grad(gm):
+        fail("At init the magnitude m must receive a gradient: is m part of what forward returns?")
+    A, B, m = _random_values(parts.base, RANK, 19)
+    parts.assign(A, B, m)
+    backward()
+    for name, gr in zip(("A", "B", "m"), parts.grads()):
+        if name == "m" and parts.m_param is None:
+            continue
+        if not has_grad(gr):
+            fail(f"Once B is non-zero, the loss must send a gradient to {name}. "
+                 "Is every part of the adapter in what forward returns?")
+    leaked = [n for n, p in base.named_parameters() if p.grad is not None]
+    if leaked:
+        fail("Gradients must never reach the frozen base layer.", f"base parameters with a grad: {leaked}")
+
+
+# --- a submission must implement the layer, not borrow lorakit's ------------------------------
+
+def check_not_reference(cls: type) -> None:
+    """The submission implements DoRA itself rather than subclassing or calling lorakit's."""
+    from ..layers import AdapterLinear
+
+    msg = ("This exercise is to implement DoRA yourself: the submission may not subclass or call "
+           "lorakit's reference layers.")
+    if isinstance(cls, type) and issubclass(cls, AdapterLinear):
+        fail(msg, f"{cls.__name__} subclasses {AdapterLinear.__module__}.{AdapterLinear.__name__}")
+    fns = [f for k in (cls.__mro__ if isinstance(cls, type) else ())
+           if k.__module__.split(".")[0] not in ("torch", "builtins")
+           for f in vars(k).values() if inspect.isfunction(f)]
+    for f in fns:
+        name = _borrows_lorakit(f)
+        if name:
+            fail(msg, f"{f.__qualname__} uses {name} from lorakit")
+    layer = _build(cls, _base(IN, OUT), RANK, 2.0 * RANK)
+    inside = [n for n, m in layer.named_modules() if isinstance(m, AdapterLinear)]
+    if inside:
+        fail(msg, f"the layer contains lorakit layers: {inside}")
+
+
+CHECKS: dict[str, Callable] = {
+    "shapes": check_shapes,
+    "frozen": check_frozen,
+    "identity at init": check_identity_at_init,
+    "magnitude init": check_magnitude_init,
+    "forward": check_forward,
+    "bias": check_bias,
+    "scaling": check_scaling,
+    "norm detached": check_norm_detached,
+    "gradients": check_gradients,
+}
+
+
+def report(cls: type, verbose: bool = True) -> dict[str, str | None]:
+    """Run every check on ``cls`` and print a table; never raises.
+
+    Returns {check name: None if passed, else the failure message}.
+    """
+    results: dict[str, str | None] = {}
+    for name, check in CHECKS.items():
+        try:
+            check(cls)
+            results[name] = None
+        except AssertionError as e:
+            results[name] = str(e)
+    if verbose:
+        width = max(map(len, results))
+        for name, msg in results.items():
+            mark = "PASS" if msg is None else "FAIL"
+            print(f"{mark}  {name:<{width}}" + ("" if msg is None else "  " + msg.replace("\n", "\n" + " " * (width + 8))))
+    return results
