@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from .conditioning import condition
-from .layers import (AdapterLinear, BilinearLoRALinear, DoRALinear, LoRALinear,
-                     MergeStateError, RSSBilinearLoRA)
-from .layers import HyLoRADALinear, HyLoRADAv2Linear
+from .conditioning import condition, structure_prior
+from .layers import (AdapterLinear, BilinearLoRALinear, DoRALinear, HyLoRADALinear,
+                     HyLoRADAv2Linear, LoRALinear, MergeStateError, RSSBilinearLoRA)
 from .structure import StructureEncoder, TemporalStructureEncoder
 
 __version__ = "0.1.0"
@@ -17,6 +16,7 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-__all__ = ["AdapterLinear", "BilinearLoRALinear", "DoRALinear", "LoRALinear",
-           "MergeStateError", "RSSBilinearLoRA", "condition", "default_device"]
-__all__ += ["HyLoRADALinear", "HyLoRADAv2Linear", "StructureEncoder", "TemporalStructureEncoder"]
+__all__ = ["AdapterLinear", "BilinearLoRALinear", "DoRALinear", "HyLoRADALinear",
+           "HyLoRADAv2Linear", "LoRALinear", "MergeStateError", "RSSBilinearLoRA",
+           "StructureEncoder", "TemporalStructureEncoder", "condition", "default_device",
+           "structure_prior"]

@@ -301,6 +301,32 @@ def model_param_count(
     return total
 
 
+# --------------------------------------------------------------------------------------------
+# effective rank (Roy & Vetterli, 2007)
+# --------------------------------------------------------------------------------------------
+def effective_rank(matrix, eps: float = 1e-12) -> float:
+    """exp(entropy of the normalised singular values) of a 2-D matrix (a torch tensor or array).
+
+    With σ the singular values and p_i = σ_i / Σ σ_j, erank = exp(−Σ p_i log p_i): r for r equal
+    non-zero singular values, 1 for a rank-1 matrix, and in between when the spectrum decays —
+    a smooth count of how many directions a matrix really uses (Roy & Vetterli, 2007). A zero
+    matrix (LoRA's BA at init, when B = 0) has no direction at all: 0.0 is returned.
+    Computed in float64.
+    """
+    import torch  # only this function needs torch
+
+    m = torch.as_tensor(matrix).detach().to("cpu", torch.float64)
+    if m.ndim != 2:
+        raise ValueError(f"effective_rank needs a 2-D matrix, got shape {tuple(m.shape)}")
+    s = torch.linalg.svdvals(m)
+    total = s.sum()
+    if total <= eps:
+        return 0.0
+    p = s / total
+    p = p[p > 0]
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
 __all__ = [
     "FULL",
     "LORA_BA_X",
@@ -316,4 +342,5 @@ __all__ = [
     "METHODS",
     "adapter_param_count",
     "model_param_count",
+    "effective_rank",
 ]

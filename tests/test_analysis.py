@@ -193,3 +193,27 @@ def test_time_orders_returns_positive_medians() -> None:
     assert m["ba_x_ms"] > 0 and m["b_ax_ms"] > 0 and m["ratio"] > 0
     assert 1 <= m["repeats"] <= 3
 
+
+
+# --- effective rank ---------------------------------------------------------------------------
+
+def test_effective_rank_known_values():
+    import torch
+    from lorakit.analysis import effective_rank
+
+    assert effective_rank(torch.eye(5)) == pytest.approx(5)
+    assert effective_rank(torch.ones(4, 6)) == pytest.approx(1)
+    assert effective_rank(torch.zeros(3, 3)) == 0.0
+    assert effective_rank(torch.diag(torch.tensor([1.0, 1.0, 0.0]))) == pytest.approx(2)
+    s = torch.tensor([3.0, 1.0])
+    p = s / s.sum()
+    assert effective_rank(torch.diag(s)) == pytest.approx(float(torch.exp(-(p * p.log()).sum())))
+    assert effective_rank(2.5 * torch.eye(4)) == pytest.approx(4)     # scale-free
+
+
+def test_effective_rank_rejects_non_matrices():
+    import torch
+    from lorakit.analysis import effective_rank
+
+    with pytest.raises(ValueError, match="2-D"):
+        effective_rank(torch.ones(3))

@@ -445,6 +445,55 @@ def test_regrade_gives_the_same_scores(graded):
         assert {k: v.auto for k, v in after.items()} == {k: v.auto for k, v in before[student].items()}
 
 
+# -- every other assignment: reference full marks, release zero, a buggy sample partial -----
+OTHERS = sorted(p.parent.name for p in (ROOT / "solutions").glob("*/*.ipynb")
+                if p.parent.name != ASSIGNMENT)
+
+
+def first_buggy_sample(assignment: str):
+    paths = sorted((ROOT / "autograde" / "samples" / assignment).glob("bug_*.py"))
+    samples = [s for s in map(load_sample, paths) if s.expect == "partial"]
+    assert samples, f"autograde/samples/{assignment}/ needs a bug_*.py sample expecting partial"
+    return samples[0]
+
+
+@pytest.fixture(scope="module")
+def graded_others(tmp_path_factory):
+    """One autograde run per assignment, three submissions each (the full sample matrix of
+    every assignment is graded in-process by tests/test_checks_*.py)."""
+    course = make_course(tmp_path_factory.mktemp("others"), agconfig.CELL_TIMEOUT,
+                         ROOT / "solutions")
+    P.release(course, OTHERS)
+    for assignment in OTHERS:
+        (source,) = (course.source_dir / assignment).glob("*.ipynb")
+        release_path = course.release_dir / assignment / source.name
+        P.submit(course, assignment, "reference", {source.stem: source})
+        P.submit(course, assignment, "untouched-release", {source.stem: release_path})
+        P.submit(course, assignment, "buggy",
+                 {source.stem: build_submission(release_path, first_buggy_sample(assignment))})
+        started = time.monotonic()
+        P.grade(course, assignment)
+        print(f"\n{assignment}: graded 3 submissions in {time.monotonic() - started:.0f} s")
+    return course
+
+
+def assignment_score(course, student, assignment) -> tuple[float, float]:
+    auto = autograded_names(course, assignment)
+    grades = cell_grades(course, student, assignment)
+    return sum(grades[n].auto or 0.0 for n in auto), sum(grades[n].max for n in auto)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("assignment", OTHERS)
+def test_other_assignment_grades_reference_release_and_bug(graded_others, assignment):
+    score, top = assignment_score(graded_others, "reference", assignment)
+    assert top > 0 and score == top, f"reference: {score:g} of {top:g}"
+    score, _ = assignment_score(graded_others, "untouched-release", assignment)
+    assert score == 0, f"untouched release: {score:g} points"
+    score, _ = assignment_score(graded_others, "buggy", assignment)
+    assert 0 < score < top, f"buggy sample: {score:g} of {top:g}"
+
+
 # -- a tiny synthetic course: the failure modes that are slow or impossible on the real one --
 def _tiny_notebook():
     def meta(gid, **kw):

@@ -1,6 +1,7 @@
 """Experiments that honestly need longer than a notebook cell: run them as commands.
 
     python -m lorakit.experiments.sweeps        # notebook 02: target modules, rank and alpha sweeps
+    python -m lorakit.experiments.replication   # notebook 06: LoRA / DoRA / HyLoRADA at equal budget
 
 Each writes its results (with date, machine, seeds, and mean and spread over seeds) to
 ``lorakit/experiments/results/NAME.json``; the notebooks load them with ``load_results(NAME)``

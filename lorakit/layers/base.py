@@ -20,6 +20,31 @@ import math
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _module
+
+from .fused import autocast_active
+
+
+def add_low_rank(y: torch.Tensor, h: torch.Tensor, B: torch.Tensor, scaling: float,
+                 in_place: bool) -> torch.Tensor:
+    """y + scaling · h Bᵀ for y (N, out), h (N, r), B (out, r), as ONE addmm.
+
+    The scaling is the GEMM's alpha, so no (N, out) temporary is made for the low-rank product,
+    its scaled copy or the sum. With ``in_place`` the sum is written into y itself (the caller
+    guarantees that nothing else holds y: a fresh output that no forward hook has seen and that
+    autograd does not save); in backward, addmm passes dL/dy through unchanged and the gradients
+    of h and B are (N, r)- and (out, r)-sized products. Mixed dtypes (e.g. autocast made y and h
+    bf16 while B is float32) take the out-of-place ``torch.addmm``, which autocast casts.
+    """
+    if in_place and y.dtype == h.dtype == B.dtype:
+        return y.addmm_(h, B.t(), alpha=scaling)
+    return torch.addmm(y, h, B.t(), alpha=scaling)
+
+
+def compiling() -> bool:
+    """True while torch.compile (dynamo) traces the caller (False on torch without the API)."""
+    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return bool(is_compiling()) if is_compiling is not None else False
 
 
 class MergeStateError(ValueError):
@@ -90,6 +115,30 @@ class AdapterLinear(nn.Module):
             raise ValueError(
                 f"x must have shape (..., {self.in_features}) (last dim = in_features), "
                 f"got {tuple(x.shape)}")
+
+    def _base_output_is_private(self) -> bool:
+        """Whether the adapter may add its update into the base's output in place.
+
+        True when the base runs ``nn.Linear.forward`` itself (its output is a fresh tensor
+        that autograd does not save) and no forward hook (the layer's own or a global one) can
+        have kept a reference to that output.
+        """
+        base = self.base_layer
+        return (type(base).forward is nn.Linear.forward and not base._forward_hooks
+                and not _module._global_forward_hooks)
+
+    def _can_fuse(self, x: torch.Tensor, *params: torch.Tensor) -> bool:
+        """Whether forward may skip calling the base module and use a fused function instead.
+
+        True when the base output is private (above), no forward pre-hook could change the
+        input, autocast is off (a fused function saves tensors in the dtypes it computed in),
+        and x and the parameters share one dtype.
+        """
+        base = self.base_layer
+        return (self._base_output_is_private() and not base._forward_pre_hooks
+                and not _module._global_forward_pre_hooks
+                and not autocast_active(x.device.type)
+                and all(p.dtype == x.dtype for p in params))
 
     # --- the merge protocol ----------------------------------------------------------------
     def delta_weight(self, *args) -> torch.Tensor:

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..conditioning import current_condition
-from .base import AdapterLinear, MergeStateError, check_probability
+from .base import AdapterLinear, MergeStateError, add_low_rank, check_probability
 
 GATES = ("linear", "one_plus")
 
@@ -106,19 +106,22 @@ class BilinearLoRALinear(AdapterLinear):
     def forward(self, x: torch.Tensor, p: torch.Tensor | None = None) -> torch.Tensor:
         self._check_x(x)
         p = self._resolve_condition(x, p)
-        y = self.base_layer(x)                                  # (B, ..., out)
         if p is None:                                           # merged, no new condition
-            return y
+            return self.base_layer(x)
         gate, shift = self._modulation(p)                       # (B, r) or (r,)
         if self.merged:                                         # W, b hold p0's update already
             gate0, shift0 = self._modulation(self.merged_condition)
             gate = gate - gate0
             shift = None if shift is None else shift - shift0
+        x2 = x.reshape(-1, self.in_features)                    # (N, in), N = B·...
+        y = self.base_layer(x2)                                 # (N, out)
         h = F.linear(self.dropout(x), self.lora_A)              # (B, ..., r)
         z = h * _over_middle_dims(gate, h)                      # (B, ..., r)
         if shift is not None:
             z = z + _over_middle_dims(shift, h)
-        return y + self.scaling * F.linear(z, self.lora_B)      # (B, ..., out)
+        y = add_low_rank(y, z.reshape(-1, self.rank), self.lora_B, self.scaling,  # y + s z Bᵀ
+                         in_place=self._base_output_is_private())
+        return y.view(*x.shape[:-1], self.out_features)         # (B, ..., out)
 
     # --- merging for one condition ---------------------------------------------------------
     def delta_weight(self, p: torch.Tensor | None = None) -> torch.Tensor:

@@ -14,7 +14,12 @@ n is computed without ever forming the (out × in) matrix W + s·BA:
     n_i² = ‖W_i‖² + 2s · (B ⊙ W Aᵀ)_i·1 + s² · (B (A Aᵀ) ⊙ B)_i·1
 
 which costs one (out × in × r) product, W Aᵀ, and (out, r)-sized memory. ‖W_i‖² is cached and
-recomputed only when W changes.
+recomputed only when W changes (and recomputed every call while torch.compile traces the layer:
+the cache's key, W's data pointer and version, is Python state that dynamo cannot guard on).
+
+Speed: x is flattened to (N, in); W x is one matmul, s·B(Ax) is accumulated into it by one
+addmm (scaling as alpha), then one multiply by m / n and an in-place bias add: the adapter keeps
+one (N, out) tensor (W x + s B A x, saved for the gradient of m) beyond the output.
 """
 from __future__ import annotations
 
@@ -24,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AdapterLinear, MergeStateError, check_positive, check_probability
+from .base import (AdapterLinear, MergeStateError, add_low_rank, check_positive,
+                   check_probability, compiling)
 
 
 class DoRALinear(AdapterLinear):
@@ -53,6 +59,9 @@ class DoRALinear(AdapterLinear):
     def _weight_sq_norm(self) -> torch.Tensor:
         """‖W_i‖² in float32, (out,), cached while W is unchanged."""
         W = self.base_layer.weight
+        if compiling():  # no Python-side cache inside a compiled graph: one O(out·in) pass
+            with torch.no_grad():
+                return torch.linalg.vector_norm(W, dim=1, dtype=torch.float32).square()
         key = (W.data_ptr(), W._version, W.dtype, W.device)
         if self._w_sq_cache is None or self._w_sq_cache[0] != key:
             with torch.no_grad():
@@ -81,15 +90,7 @@ class DoRALinear(AdapterLinear):
         self._check_x(x)
         if self.merged:
             return self.base_layer(x)
-        W, b = self.base_layer.weight, self.base_layer.bias
-        scale = self.scale().to(x.dtype)                      # (out,)
-        xd = self.dropout(x)
-        lora = F.linear(F.linear(xd, self.lora_A), self.lora_B) * self.scaling   # (..., out)
-        if xd is x:      # no dropout active: one matmul with W
-            y = scale * (F.linear(x, W) + lora)
-            return y if b is None else y + b
-        # dropout active (PEFT's rule): the rescaling acts on the dropped-out input
-        return self.base_layer(x) + (scale - 1) * F.linear(xd, W) + scale * lora
+        return _rescaled_forward(self, x, self.scale().to(x.dtype), None)
 
     # --- merging ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -134,3 +135,29 @@ class DoRALinear(AdapterLinear):
         if base.bias is not None:
             out.bias.copy_(base.bias)
         return out
+
+
+def _rescaled_forward(layer: DoRALinear, x: torch.Tensor, scale: torch.Tensor,
+                      factor: torch.Tensor | None) -> torch.Tensor:
+    """scale ⊙ (W x + s·B(f ⊙ A x)) + b, the forward of DoRA and HyLoRADA (v1, v2).
+
+    x (..., in); scale (out,), the row factor (m / n for DoRA); factor f (..., 1) or None (= 1),
+    HyLoRADA v2's per-position factor, applied in rank space: f ⊙ (A x) is (N, r), so neither
+    forward nor f's gradient touches an (N, out) tensor for it. With dropout active (PEFT's
+    rule) the rescaling acts on the dropped-out input: base(x) + (scale − 1) ⊙ W x̃ + scale ⊙ s·B(f ⊙ A x̃).
+    """
+    W, b = layer.base_layer.weight, layer.base_layer.bias
+    x2 = x.reshape(-1, layer.in_features)                      # (N, in)
+    xd = layer.dropout(x2)
+    h = F.linear(xd, layer.lora_A)                             # (N, r)
+    if factor is not None:
+        h = h * factor.reshape(-1, 1)                          # (N, r) * (N, 1)
+    if xd is x2:     # no dropout active: one matmul with W
+        z = add_low_rank(F.linear(x2, W), h, layer.lora_B, layer.scaling, in_place=True)
+        y = z * scale                                          # (N, out); z saved for dL/dm
+        if b is not None:
+            y = y.add_(b) if y.dtype == b.dtype else y + b     # (N, out)
+    else:
+        lora = F.linear(h, layer.lora_B) * layer.scaling       # (N, out)
+        y = layer.base_layer(x2) + (scale - 1) * F.linear(xd, W) + scale * lora
+    return y.view(*x.shape[:-1], layer.out_features)

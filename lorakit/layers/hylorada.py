@@ -52,7 +52,8 @@ P of shape (B, T, structure_dim) that goes with x of shape (B, T, in):
 with c exactly as in v1: n (hence c) is a per-row norm of the weight W + s·BA, the same for
 every token, and never depends on f or on the position. w (``scale_from_structure``, a
 bias-free ``nn.Linear(structure_dim, 1)``) starts at zero, so f = 1 and v2 starts equal to v1;
-without a prior (``structure_prior=None``) v2 computes exactly v1. v2 adds structure_dim
+without a prior (``structure_prior=None`` outside any ``lorakit.conditioning.structure_prior``
+block — how a model hands one prior to all its v2 layers) v2 computes exactly v1. v2 adds structure_dim
 trainable parameters (32 by default: 13,090 at 768, r = 8).
 
 A per-position factor cannot be folded into one weight matrix: ``merge()`` folds the f = 1
@@ -67,11 +68,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..conditioning import current_structure_prior
 from .base import MergeStateError
-from .dora import DoRALinear
+from .dora import DoRALinear, _rescaled_forward
 
 
 def _check_logit(name: str, value: float) -> float:
@@ -160,16 +161,7 @@ class HyLoRADALinear(DoRALinear):
         """c ⊙ (W x + factor · s B(A x)) + b; factor (..., 1) or None (= 1). x already checked."""
         if self.merged:
             return self.base_layer(x)
-        W, b = self.base_layer.weight, self.base_layer.bias
-        c = self.scale().to(x.dtype)                               # (out,)
-        xd = self.dropout(x)
-        update = F.linear(F.linear(xd, self.lora_A), self.lora_B) * self.scaling   # (..., out)
-        if factor is not None:
-            update = update * factor                               # (..., out) * (..., 1)
-        if xd is x:      # no dropout active: one matmul with W
-            y = c * (F.linear(x, W) + update)
-            return y if b is None else y + b
-        return self.base_layer(x) + (c - 1) * F.linear(xd, W) + c * update
+        return _rescaled_forward(self, x, self.scale().to(x.dtype), factor)
 
     # --- merging ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -216,7 +208,9 @@ class HyLoRADAv2Linear(HyLoRADALinear):
     """v1 with a per-position factor f = 0.5 + σ(w · prior) on the update term s B A x.
 
     ``forward(x, structure_prior=None)``: x (B, T, in) (any (..., in)), structure_prior
-    (B, T, structure_dim) (in general x.shape[:-1] + (structure_dim,)), or None for exactly v1.
+    (B, T, structure_dim) (in general x.shape[:-1] + (structure_dim,)), or None: then the prior
+    of an enclosing ``lorakit.conditioning.structure_prior(prior)`` block (how a whole model
+    hands one prior to all its v2 layers), and outside any block exactly v1.
     Adds ``scale_from_structure`` = w, a bias-free ``nn.Linear(structure_dim, 1)`` initialised
     to zero (f = 1). See the module docstring for the equation and the merge rule.
     """
@@ -247,6 +241,8 @@ class HyLoRADAv2Linear(HyLoRADALinear):
 
     def forward(self, x: torch.Tensor, structure_prior: torch.Tensor | None = None) -> torch.Tensor:
         self._check_x(x)
+        if structure_prior is None:       # inside a model: the enclosing structure_prior(...) block
+            structure_prior = current_structure_prior()
         if structure_prior is None:
             return self._forward(x, None)
         self._check_prior(x, structure_prior)

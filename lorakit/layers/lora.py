@@ -7,6 +7,13 @@
 B starts at zero, so the layer equals its base at init; A starts random (Kaiming-uniform, as in
 loralib and PEFT), so B receives a gradient from the first step. The update is applied as
 B(Ax): r(in + out) multiply-adds per token, never the (out x in) matrix BA.
+
+Speed: x is flattened to (N, in) and the update is accumulated into the base output by one
+addmm with the scaling as its alpha, so the adapter adds no (N, out) tensor in forward or
+backward beyond the base layer's own output. On the common path (a plain nn.Linear base
+without hooks, no dropout active, no autocast) ``fused.lora_linear`` also writes dL/dx's two
+terms into one (N, in) buffer; otherwise the base module is called and ``add_low_rank`` adds
+the update.
 """
 from __future__ import annotations
 
@@ -16,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AdapterLinear, check_probability
+from .base import AdapterLinear, add_low_rank, check_probability
+from .fused import lora_linear
 
 
 class LoRALinear(AdapterLinear):
@@ -40,8 +48,15 @@ class LoRALinear(AdapterLinear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_x(x)
-        y = self.base_layer(x)                                  # (..., out)
         if self.merged:
-            return y
-        h = F.linear(self.dropout(x), self.lora_A)              # (..., r)
-        return y + self.scaling * F.linear(h, self.lora_B)      # (..., out)
+            return self.base_layer(x)
+        x2 = x.reshape(-1, self.in_features)                    # (N, in), N = prod(x.shape[:-1])
+        W, b, A, B = self.base_layer.weight, self.base_layer.bias, self.lora_A, self.lora_B
+        if not (self.training and self.dropout_p > 0) and self._can_fuse(x2, W, A, B):
+            y = lora_linear(x2, W, b, A, B, self.scaling)       # the same, fused backward
+        else:
+            y = self.base_layer(x2)                             # (N, out)
+            h = F.linear(self.dropout(x2), A)                   # (N, r)
+            y = add_low_rank(y, h, B, self.scaling,             # y + s h Bᵀ, (N, out)
+                             in_place=self._base_output_is_private())
+        return y.view(*x.shape[:-1], self.out_features)         # (..., out)

@@ -1,0 +1,28 @@
+# sample: the row norm of W computed once in __init__ and reused: not the norm of the adapted weight W + sBA
+# expect: partial
+# fails: forward
+# %% [hylorada_linear]
+class HyLoRADALinear(nn.Module):
+    def __init__(self, base_layer, rank=8, alpha=16):
+        super().__init__()
+        self.base_layer = base_layer
+        self.base_layer.requires_grad_(False)
+        self.scaling = alpha / rank
+        self.lora_A = nn.Parameter(nn.init.orthogonal_(torch.empty(rank, base_layer.in_features)))
+        self.lora_B = nn.Parameter(torch.zeros(base_layer.out_features, rank))
+        norms = base_layer.weight.detach().norm(dim=1)
+        self.magnitude = nn.Parameter(norms.clone())
+        self.register_buffer("magnitude_init", norms.clone())
+        self.register_buffer("norm", norms.clone())
+        self.magnitude_gate = nn.Parameter(torch.tensor(0.0))
+        self.residual_weight = nn.Parameter(torch.tensor(0.1))
+
+    def forward(self, x):
+        gate = torch.sigmoid(self.magnitude_gate)
+        beta = torch.sigmoid(self.residual_weight)
+        m_eff = gate * self.magnitude + (1 - gate) * self.magnitude_init
+        z = self.base_layer(x) + self.scaling * (x @ self.lora_A.T) @ self.lora_B.T
+        if self.base_layer.bias is not None:
+            z = z - self.base_layer.bias
+        y = z * ((1 - beta) * m_eff / self.norm + beta)
+        return y if self.base_layer.bias is None else y + self.base_layer.bias

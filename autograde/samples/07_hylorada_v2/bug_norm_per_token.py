@@ -1,0 +1,24 @@
+# sample: puts the factor into the weight and normalises W + f_t·sBA for each token: a norm per token
+# expect: partial
+# fails: factor on update
+# %% [hylorada_v2_linear]
+class HyLoRADAv2Linear(HyLoRADAv1Linear):
+    def __init__(self, base_layer, rank=8, alpha=16, structure_dim=32):
+        super().__init__(base_layer, rank, alpha)
+        self.scale_from_structure = nn.Linear(structure_dim, 1, bias=False)
+        nn.init.zeros_(self.scale_from_structure.weight)
+
+    def forward(self, x, structure_prior=None):
+        if structure_prior is None:
+            return super().forward(x)
+        f = 0.5 + torch.sigmoid(self.scale_from_structure(structure_prior))     # (B, T, 1)
+        W, b = self.base_layer.weight, self.base_layer.bias
+        BA = self.scaling * self.lora_B @ self.lora_A
+        V = W + f[..., None] * BA                                                # (B, T, out, in)
+        n = V.norm(dim=-1).detach()                                              # (B, T, out)
+        gamma = torch.sigmoid(self.magnitude_gate)
+        m_eff = self.magnitude_init + gamma * (self.magnitude - self.magnitude_init)
+        beta = torch.sigmoid(self.residual_weight)
+        c = 1 + (1 - beta) * (m_eff / n - 1)
+        y = c * torch.einsum("btoi,bti->bto", V, x)
+        return y if b is None else y + b

@@ -1,0 +1,563 @@
+"""Behavioural checks for notebook 07 (HyLoRADA v2: structure-conditioned scaling).
+
+Contract (DESIGN.md): ``HyLoRADAv2Linear(base_layer, rank=8, alpha=16, structure_dim=32)`` keeps
+``self.base_layer`` and ``self.scaling = alpha / rank``; ``forward(x, structure_prior=None)``
+takes x of shape (B, T, in_features) and a prior of shape (B, T, structure_dim) (the checks pass
+it positionally, ``layer(x, prior)``). With W, b the frozen base's weight and bias::
+
+    n     = ‖W + s·B A‖_row  (detached)          one norm per ROW of the weight, never per token
+    c     = 1 + (1 − β)(m_eff / n − 1),  m_eff = m0 + γ (m − m0),  γ = σ(g),  β = σ(b_res)
+    f_t   = 0.5 + σ(w · P_t)                     one factor per position t, w: (structure_dim,)
+    y_t   = c ⊙ (W x_t + f_t · s·B(A x_t)) + b   f scales the adapter's update term only
+
+v1 (notebook 06) is this with f = 1; without a prior the layer computes v1. m (out,) starts at
+the row norms m0 = ‖W_i‖, B at zero, g at 0 and b_res at 0.1 (v1's inits, not checked here);
+w is a bias-free projection to one value, initialised to zero, so v2 starts as v1 (f = 1).
+
+Nothing else is assumed. A, B (either orientation), m (a trainable vector with out_features
+entries) and w (the trainable tensor with structure_dim entries: (structure_dim,), (1,
+structure_dim) or (structure_dim, 1)) are found by shape; the probe layers have in, out, rank
+and structure_dim pairwise different. The gate and blend logits are the trainable scalars: the
+checks set them all to one value, so either order passes. Each check raises ``CheckFailure``
+(an AssertionError) whose message names the concept.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from . import _probe
+from ._probe import (CheckFailure, TimedOut, build, call, close, fail, find_base, find_factors,
+                     make_base, randn, student_code, trainable)
+
+# Probe layers: non-square; in, out, rank, structure_dim and T pairwise different.
+IN, OUT, RANK, SD = 24, 10, 3, 7
+BATCH, T = 2, 5
+LOGIT = 0.4          # the value given to the gate and blend logits when weights are randomised
+
+FORMULA = "c ⊙ (W x_t + f_t · s·B A x_t) + b with f_t = 0.5 + σ(w · P_t)"
+
+
+# --- building probe layers -------------------------------------------------------------------
+
+def _base(in_f: int = IN, out_f: int = OUT, *, bias: bool = True, seed: int = 0) -> nn.Linear:
+    """An nn.Linear whose row norms differ clearly from 1 (so m0 = ‖W_i‖ matters)."""
+    base = make_base(in_f, out_f, bias=bias, seed=seed)
+    g = torch.Generator().manual_seed(seed + 100)
+    with torch.no_grad():
+        scales = torch.linspace(0.4, 2.5, out_f)[torch.randperm(out_f, generator=g)]
+        base.weight.mul_(scales[:, None])
+        if bias:
+            base.bias.copy_(torch.randn(out_f, generator=g) * 0.5)
+    return base
+
+
+def _build(cls, base: nn.Linear, rank: int = RANK, alpha: float = 2.0 * RANK, sd: int = SD,
+           seed: int = 0) -> nn.Module:
+    return build(cls, base, seed=seed, rank=rank, alpha=alpha, structure_dim=sd)
+
+
+def _run(layer: nn.Module, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+    """layer(x) or layer(x, prior), with a time limit; crashes become a CheckFailure."""
+    shape = tuple(x.shape)
+    what = (f"Forward on x of shape {shape}" +
+            ("" if prior is None else f" with a structure prior of shape {tuple(prior.shape)}"))
+    if type(layer) in _probe._hung:
+        fail(f"{what} was not run: an earlier call to this forward took longer than "
+             f"{_probe.STEP_SECONDS} s. Is there an endless loop?")
+    args = (x,) if prior is None else (x, prior)
+    try:
+        y = call(layer, *args, what=what)
+    except TimedOut:
+        _probe._hung.add(type(layer))
+        raise
+    if not isinstance(y, torch.Tensor):
+        fail("forward must return a tensor.", f"{what} returned {type(y).__name__}")
+    return y
+
+
+def _prior(seed: int, batch: int = BATCH, t: int = T, sd: int = SD, scale: float = 2.0):
+    return randn(batch, t, sd, seed=seed, scale=scale)
+
+
+# --- finding the parts -----------------------------------------------------------------------
+
+def _outside_base(layer: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    base = getattr(layer, "base_layer", None)
+    skip = {id(p) for p in base.parameters()} if isinstance(base, nn.Module) else set()
+    return [(n, p) for n, p in trainable(layer) if id(p) not in skip]
+
+
+def _listing(layer: nn.Module) -> str:
+    return ", ".join(f"{n} {tuple(p.shape)}" for n, p in trainable(layer)) or "none"
+
+
+def find_w(layer: nn.Module, sd: int = SD) -> tuple[str, nn.Parameter] | None:
+    """The projection w: the trainable tensor with structure_dim entries (a vector or 1 x sd)."""
+    for n, p in _outside_base(layer):
+        if p.numel() == sd and (p.dim() == 1 or (p.dim() == 2 and 1 in p.shape)):
+            return n, p
+    return None
+
+
+def _need_w(layer: nn.Module, sd: int = SD) -> tuple[str, nn.Parameter]:
+    found = find_w(layer, sd)
+    if found is None:
+        fail(f"No trainable projection w with structure_dim = {sd} entries was found. v2 adds one: "
+             f"nn.Linear(structure_dim, 1, bias=False) (weight (1, {sd})) or an nn.Parameter of "
+             f"shape ({sd},).", f"trainable parameters: {_listing(layer)}")
+    return found
+
+
+@dataclass
+class Parts:
+    """The student's A (r, in), B (out, r), m (out,), w (sd,) and the scalar logits."""
+    layer: nn.Module
+    base: nn.Linear
+    A_param: nn.Parameter
+    B_param: nn.Parameter
+    m_param: nn.Parameter | None
+    w_param: nn.Parameter | None
+    scalars: list[nn.Parameter]
+    rank: int
+
+    def A(self) -> torch.Tensor:
+        a = self.A_param.detach()
+        return a if tuple(a.shape) == (self.rank, self.base.in_features) else a.T
+
+    def B(self) -> torch.Tensor:
+        b = self.B_param.detach()
+        return b if tuple(b.shape) == (self.base.out_features, self.rank) else b.T
+
+    def m(self) -> torch.Tensor:
+        if self.m_param is None:
+            return self.base.weight.detach().norm(dim=1)
+        return self.m_param.detach().reshape(-1)
+
+    def w(self) -> torch.Tensor:
+        return self.w_param.detach().reshape(-1)
+
+    @torch.no_grad()
+    def randomize(self, seed: int, *, w: bool = True, scalars: bool = True) -> None:
+        """Non-zero A and B, m moved off the row norms, (scalars=True) every trainable scalar
+        at LOGIT, and (w=True) a random w."""
+        g = torch.Generator().manual_seed(seed)
+        for p in (self.A_param, self.B_param):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        if self.m_param is not None:
+            out_f = self.base.out_features
+            moved = torch.linspace(0.5, 1.6, out_f)[torch.randperm(out_f, generator=g)]
+            self.m_param.copy_((self.base.weight.norm(dim=1) * moved).reshape(self.m_param.shape))
+        for p in self.scalars if scalars else ():
+            p.fill_(LOGIT)
+        if w and self.w_param is not None:
+            self.w_param.copy_(torch.randn(self.w_param.shape, generator=g) * 0.7)
+
+
+def find_parts(layer: nn.Module, in_f: int = IN, out_f: int = OUT, rank: int = RANK,
+               sd: int = SD) -> Parts:
+    base = find_base(layer)
+    f = find_factors(layer, in_f, out_f, rank)
+    m = w = None
+    scalars = []
+    for n, p in _outside_base(layer):
+        if p is f.A_param or p is f.B_param:
+            continue
+        if m is None and p.numel() == out_f and (p.dim() == 1 or 1 in p.shape):
+            m = p
+        elif w is None and p.numel() == sd and (p.dim() == 1 or 1 in p.shape):
+            w = p
+        elif p.numel() == 1:
+            scalars.append(p)
+    return Parts(layer, base, f.A_param, f.B_param, m, w, scalars, rank)
+
+
+# --- the definition ---------------------------------------------------------------------------
+
+def definition(parts: Parts, x: torch.Tensor, f: torch.Tensor | None = None,
+               variant: str = "right") -> torch.Tensor:
+    """The contract's output in float64 for factor f (…, 1) (None: f = 1), or a known mistake.
+
+    variant: "right"; "whole" (f ⊙ (c ⊙ z + b)); "whole, bias outside" (f ⊙ c ⊙ z + b);
+    "base" (c ⊙ (f W x + s B A x) + b); "token norm" (n_t = ‖W + f_t s B A‖_row);
+    "outside c" (c ⊙ W x + f s B A x + b).
+    """
+    base = parts.base
+    W = base.weight.detach().double()
+    b = None if base.bias is None else base.bias.detach().double()
+    A, B = parts.A().double(), parts.B().double()
+    m, m0 = parts.m().double(), W.norm(dim=1)
+    s = float(parts.layer.scaling)
+    gamma = beta = torch.sigmoid(torch.tensor(LOGIT, dtype=torch.float64))   # see Parts.randomize
+    x = x.double()
+    f = torch.ones(*x.shape[:-1], 1, dtype=torch.float64) if f is None else f.double()
+    m_eff = m0 + gamma * (m - m0)
+    wx = x @ W.T
+    u = s * (x @ A.T) @ B.T
+    if variant == "token norm":
+        V = W + s * f[..., None] * (B @ A)                     # (..., out, in): one per token
+        c = 1 + (1 - beta) * (m_eff / V.norm(dim=-1) - 1)
+    else:
+        c = 1 + (1 - beta) * (m_eff / (W + s * B @ A).norm(dim=1) - 1)
+    bias = 0 if b is None else b
+    if variant == "right":
+        return c * (wx + f * u) + bias
+    if variant == "whole":
+        return f * (c * (wx + u) + bias)
+    if variant == "whole, bias outside":
+        return f * c * (wx + u) + bias
+    if variant == "base":
+        return c * (f * wx + u) + bias
+    if variant == "token norm":
+        return c * (wx + f * u) + bias
+    if variant == "outside c":
+        return c * wx + f * u + bias
+    raise ValueError(f"unknown variant {variant!r}")
+
+
+def factor(parts: Parts, prior: torch.Tensor, offset: float = 0.5) -> torch.Tensor:
+    """f = offset + σ(w · prior), (…, 1), float64."""
+    return offset + torch.sigmoid(prior.double() @ parts.w().double())[..., None]
+
+
+def _prepared(cls, *, seed: int, bias: bool = True, w: bool = True, scalars: bool = True):
+    layer = _build(cls, _base(bias=bias, seed=seed), seed=seed)
+    parts = find_parts(layer)
+    parts.randomize(seed + 1, w=w, scalars=scalars)
+    return layer, parts
+
+
+# --- checks -----------------------------------------------------------------------------------
+
+def check_shapes(cls: type) -> None:
+    """Output (B, T, out) with and without a prior; also (N, in) without one; square layers too."""
+    for in_f, out_f, rank, sd in [(IN, OUT, RANK, SD), (16, 16, 4, 6)]:
+        layer = _build(cls, _base(in_f, out_f, seed=1), rank=rank, sd=sd, seed=1)
+        cases = [((BATCH, T, in_f), (BATCH, T, sd)), ((1, 3, in_f), (1, 3, sd)),
+                 ((BATCH, T, in_f), None), ((4, in_f), None)]
+        for xs, ps in cases:
+            x = randn(*xs, seed=2)
+            prior = None if ps is None else randn(*ps, seed=3)
+            y = _run(layer, x, prior)
+            want = xs[:-1] + (out_f,)
+            if tuple(y.shape) != want:
+                fail(f"Wrong output shape: for x of shape {xs}"
+                     + ("" if ps is None else f" and a prior of shape {ps}")
+                     + f" a {in_f}->{out_f} layer must return {want}, got {tuple(y.shape)}.",
+                     "The factor f has shape (B, T, 1): one number per position, broadcast over "
+                     "the output features. The row scale c has shape (out,).")
+
+
+def check_trainable(cls: type, in_f: int = IN, out_f: int = OUT, rank: int = RANK,
+                    sd: int = SD) -> None:
+    """The base is frozen; r(in + out) + out + 2 + structure_dim parameters train."""
+    layer = _build(cls, _base(in_f, out_f, seed=2), rank=rank, sd=sd, seed=2)
+    base = find_base(layer)
+    unfrozen = [n for n, p in base.named_parameters() if p.requires_grad]
+    if unfrozen:
+        fail("The pretrained layer must be frozen: v2 trains only the adapter.",
+             f"base_layer parameters that still require grad: {unfrozen}")
+    n = sum(p.numel() for _, p in trainable(layer))
+    v1 = rank * (in_f + out_f) + out_f + 2
+    want = v1 + sd
+    if n == want:
+        return
+    hint = f"trainable parameters: {_listing(layer)}"
+    if n == want + 1:
+        hint = ("One parameter too many: is the projection w an nn.Linear with a bias? The factor is "
+                "0.5 + σ(w · P) with a bias-free w (bias=False), so a zero prior means f = 1. " + hint)
+    elif n == v1:
+        hint = "That is v1's count: the projection w with structure_dim entries is missing. " + hint
+    fail(f"HyLoRADA v2 trains v1's r(in + out) + out + 2 parameters (A, B, the magnitude m, the "
+         f"gate and blend logits) plus structure_dim for w: {rank}*({in_f} + {out_f}) + {out_f} + 2 "
+         f"+ {sd} = {want}; your layer trains {n}.", hint)
+
+
+def check_w_init(cls: type) -> None:
+    """w exists (structure_dim entries, trainable) and starts at zero."""
+    layer = _build(cls, _base(seed=3), seed=3)
+    name, w = _need_w(layer)
+    if w.detach().abs().max() != 0:
+        fail("The projection w must start at zero: then w · P = 0 and f = 0.5 + σ(0) = 1 for "
+             "every prior, so v2 starts exactly as v1 and the pretrained behaviour is kept. "
+             "nn.Linear initialises its weight randomly: call nn.init.zeros_ on it.",
+             f"{name} has largest entry {w.detach().abs().max().item():.3g} at init.")
+
+
+def check_identity_at_init(cls: type) -> None:
+    """At init the layer equals its base, with and without a prior (B = 0, m = ‖W‖_row, w = 0)."""
+    for bias in (True, False):
+        layer = _build(cls, _base(bias=bias, seed=4), seed=4)
+        base = find_base(layer)
+        x = randn(BATCH, T, IN, seed=5)
+        with torch.no_grad():
+            want = base(x)
+        for prior in (None, _prior(6)):
+            y = _run(layer, x, prior)
+            if y.shape == want.shape and close(y, want, rtol=1e-5, atol=1e-5):
+                continue
+            diff = ((y - want).abs().max().item() if y.shape == want.shape
+                    else f"shape {tuple(y.shape)} vs {tuple(want.shape)}")
+            why = ("At init B = 0 makes the update zero and m = ‖W‖_row makes c = 1, so the layer "
+                   "must equal the pretrained layer.")
+            if prior is not None:
+                y0 = _run(layer, x)
+                if close(y0, want, rtol=1e-5, atol=1e-5):
+                    why += (" It does without a prior but not with one: at init the update s·B A x "
+                            "is zero, so a factor that multiplies only the update cannot change "
+                            "anything. Yours multiplies something else (the base output?).")
+            fail("At init the layer must equal the pretrained layer, with or without a structure "
+                 "prior.", f"bias={bias}, prior={'none' if prior is None else 'random'}: "
+                           f"largest difference {diff}. {why}")
+
+
+def check_no_prior_is_v1(cls: type) -> None:
+    """Without a prior: y = c ⊙ (W x + s B A x) + b, v1's function of the same weights (w ignored)."""
+    for bias in (True, False):
+        layer, parts = _prepared(cls, seed=7, bias=bias)
+        x = randn(BATCH, T, IN, seed=8)
+        y = _run(layer, x)
+        want = definition(parts, x)
+        if close(y, want):
+            continue
+        detail = f"bias={bias}. "
+        if parts.m_param is None:
+            detail += f"No trainable magnitude m of shape ({OUT},) was found. "
+        if len(parts.scalars) < 2:
+            detail += (f"v1 has two trainable scalars, the gate and blend logits; found "
+                       f"{len(parts.scalars)}. ")
+        if close(y, definition(parts, x, variant="outside c")):
+            detail += ("Your update s·B A x is added after the row scale c: in v1 (and v2) c scales "
+                       "W x + s·B A x together, c ⊙ (W x + s·B A x) + b.")
+        fail("Without a structure prior v2 must compute v1: c ⊙ (W x + s·B A x) + b, with "
+             "c = 1 + (1 − β)(m_eff / ‖W + s·B A‖_row − 1). The projection w plays no part.",
+             detail + f"trainable parameters: {_listing(layer)}")
+
+
+def check_starts_as_v1(cls: type) -> None:
+    """With w at its init and B != 0: any prior gives the no-prior output (f = 1 at init)."""
+    layer, parts = _prepared(cls, seed=9, w=False, scalars=False)   # all but A, B, m at init
+    x = randn(BATCH, T, IN, seed=10)
+    y0 = _run(layer, x)
+    priors = (_prior(11), _prior(12, scale=5.0))
+    ys = [_run(layer, x, prior) for prior in priors]
+    if all(close(y, y0) for y in ys):
+        return
+    detail = "A and B were given non-zero values; w was left at its initial value."
+    if parts.w_param is not None and parts.w().abs().max() != 0:
+        detail += " Your w is not zero at init, so f ≠ 1."
+    elif close(ys[0], ys[1]):
+        detail += (" Your factor at init is the same for every prior but not 1 — 0.5 if it is "
+                   "σ(w · P): σ(0) = 0.5, so the factor needs the offset, f = 0.5 + σ(w · P), to "
+                   "be 1 at init and to range over (0.5, 1.5).")
+    fail("A fresh v2 must compute v1: with w at its initial value (zero) the factor is "
+         "f = 0.5 + σ(0) = 1 for every prior, so a trained v1 adapter keeps its function when "
+         "the prior is switched on.", detail)
+
+
+def _factor_diagnosis(layer, parts: Parts, x, prior) -> str:
+    y = _run(layer, x, prior).double()
+    f = factor(parts, prior)
+    for variant, why in [
+        ("whole", "Your factor multiplies the whole output (base, bias and update). It must "
+                  "multiply only the adapter's update term s·B A x."),
+        ("whole, bias outside", "Your factor multiplies c ⊙ (W x + s·B A x): the pretrained part "
+                                "W x is scaled too. It must multiply only the update s·B A x."),
+        ("base", "Your factor multiplies the pretrained part W x instead of the update s·B A x."),
+        ("token norm", "Your row norm depends on the position: you normalise W + f_t·s·B A for "
+                       "each token. The norm is per row of the weight W + s·B A, the same for "
+                       "every token; f_t scales the update term after that."),
+    ]:
+        if close(y, definition(parts, x, f, variant)):
+            return why
+    if close(y, definition(parts, x, factor(parts, prior, offset=0.0))):
+        return ("Your factor is σ(w · P), without the 0.5 offset: it lies in (0, 1) and is 0.5 "
+                "at init. The seed's factor is 0.5 + σ(w · P) ∈ (0.5, 1.5).")
+    zero = torch.zeros_like(prior)
+    if not close(_run(layer, x, zero), _run(layer, x)):
+        return ("A zero prior changes your output, so your factor is not 0.5 + σ(w · 0) = 1 there: "
+                "is there a bias in the projection, or a different offset?")
+    return f"The layer should compute {FORMULA}."
+
+
+def check_factor_on_update(cls: type) -> None:
+    """With B, m, w random and a prior that differs per position: y_t = c ⊙ (W x_t + f_t s B A x_t) + b."""
+    for bias in (True, False):
+        layer, parts = _prepared(cls, seed=13, bias=bias)
+        _need_w(layer)
+        x = randn(BATCH, T, IN, seed=14)
+        if not close(_run(layer, x), definition(parts, x)):
+            fail("The factor cannot be checked while the layer without a prior differs from v1: "
+                 "fix the 'no prior is v1' check first.")
+        prior = _prior(15, scale=3.0)
+        y = _run(layer, x, prior)
+        f = factor(parts, prior)
+        if close(y, definition(parts, x, f)):
+            continue
+        fail(f"With a structure prior P each position t must compute {FORMULA}: the factor "
+             "multiplies the adapter's update term only, before the row scale c, whose norm "
+             "stays per row.", f"bias={bias}. " + _factor_diagnosis(layer, parts, x, prior))
+
+
+def check_zero_prior(cls: type) -> None:
+    """A zero prior gives f = 1 whatever the weights: w is bias-free, the offset is 0.5."""
+    layer, parts = _prepared(cls, seed=16)   # every trainable scalar (a bias too) is non-zero
+    x = randn(BATCH, T, IN, seed=18)
+    y0 = _run(layer, x)
+    y = _run(layer, x, torch.zeros(BATCH, T, SD))
+    if close(y, y0):
+        return
+    detail = ""
+    if parts.w_param is not None and close(y, definition(parts, x, torch.full_like(y[..., :1], 0.5))):
+        detail = ("Your factor is 0.5 for a zero prior: the offset is missing, f = 0.5 + σ(w · P), "
+                  "not σ(w · P).")
+    elif len(parts.scalars) > 2:
+        detail = ("Your layer has more trainable scalars than v1's gate and blend logits: is the "
+                  "projection an nn.Linear with a bias? Use bias=False.")
+    fail("For a zero prior the factor must be exactly 0.5 + σ(w · 0) = 1, whatever w is: w is a "
+         "bias-free projection, so a prior that carries no signal leaves the update unscaled.",
+         detail or "A zero prior changed the output.")
+
+
+def check_per_position(cls: type) -> None:
+    """Changing the prior at one position changes that position's output only."""
+    layer, parts = _prepared(cls, seed=19)
+    x = randn(BATCH, T, IN, seed=20)
+    prior = _prior(21)
+    changed = prior.clone()
+    changed[0, 2] = randn(SD, seed=22, scale=4.0)
+    with torch.no_grad():
+        y, y2 = _run(layer, x, prior).double(), _run(layer, x, changed).double()
+    if y.shape != y2.shape or y.shape[:2] != (BATCH, T):
+        fail("The output must have one row per position, shape (B, T, out).")
+    diff = (y - y2).abs().amax(dim=-1)                          # (B, T)
+    others = diff.clone()
+    others[0, 2] = 0
+    if others.max() > 1e-6:
+        where = [(int(b), int(t)) for b, t in (others > 1e-6).nonzero()][:4]
+        fail("The structure prior acts per position: changing the prior of one token may change "
+             "only that token's output. Each f_t = 0.5 + σ(w · P_t) uses its own P_t, and the "
+             "row norm ‖W + s·B A‖ is a property of the weight, shared by all tokens.",
+             f"Changing the prior at (batch 0, position 2) changed the outputs at {where}: does a "
+             "mean or norm over positions (or the batch) enter your factor or your norm?")
+    if diff[0, 2] <= 1e-6:
+        fail("Changing the prior at one position must change that position's output (once w and B "
+             "are non-zero): is the prior used at all?")
+
+
+def check_prior_shape(cls: type) -> None:
+    """A prior whose shape is not x.shape[:-1] + (structure_dim,) raises an error."""
+    layer, _ = _prepared(cls, seed=23)
+    x = randn(BATCH, T, IN, seed=24)
+    bad = [(BATCH, T, SD + 1), (BATCH, T + 1, SD), (BATCH + 1, T, SD), (T, BATCH, SD),
+           (BATCH, T)]
+    for shape in bad:
+        prior = randn(*shape, seed=25)
+        what = f"Forward on x of shape {tuple(x.shape)} with a prior of shape {shape}"
+        try:
+            with student_code(what):
+                layer(x, prior)
+        except TimedOut:
+            raise
+        except Exception:
+            continue
+        fail(f"A structure prior of the wrong shape must raise an error; {what} returned a result.",
+             f"The prior must have shape (B, T, structure_dim) = ({BATCH}, {T}, {SD}) for x of "
+             f"shape ({BATCH}, {T}, {IN}): one vector per position. Ignoring or reshaping a wrong "
+             "prior silently trains the wrong thing.")
+
+
+def check_gradients(cls: type) -> None:
+    """Once B != 0, a prior sends gradients to A, B, m and w (even at w = 0); never to the base."""
+    layer, parts = _prepared(cls, seed=26, w=False)
+    _need_w(layer)
+    x, target = randn(BATCH, T, IN, seed=27), randn(BATCH, T, OUT, seed=28)
+    layer.zero_grad(set_to_none=True)
+    loss = (_run(layer, x, _prior(29)) - target).pow(2).mean()
+    call(loss.backward, what="Backward through your layer")
+
+    def ok(p):
+        return p is not None and p.grad is not None and torch.isfinite(p.grad).all() \
+            and p.grad.abs().max() > 0
+
+    for name, p in (("A", parts.A_param), ("B", parts.B_param), ("the magnitude m", parts.m_param),
+                    ("w", parts.w_param)):
+        if not ok(p):
+            fail(f"With a prior and a non-zero B the loss must send a gradient to {name}.",
+                 "w gets one even at w = 0: ∂f/∂w = σ'(0)·P = P/4 and the update it scales is "
+                 "non-zero. Is every part of v2 in what forward returns (and not under no_grad)?")
+    leaked = [n for n, p in find_base(layer).named_parameters() if p.grad is not None]
+    if leaked:
+        fail("Gradients must never reach the frozen base layer.",
+             f"base parameters with a grad: {leaked}")
+
+
+# --- a submission must implement the layer, not borrow lorakit's ------------------------------
+
+def check_not_reference(cls: type) -> None:
+    """The submission implements v2 itself rather than subclassing or calling lorakit's layers."""
+    from ..layers import AdapterLinear
+    from .lora import _borrows_lorakit
+
+    msg = ("This exercise is to implement HyLoRADAv2Linear yourself (building on the notebook's "
+           "HyLoRADAv1Linear is fine): the submission may not subclass or call lorakit's "
+           "reference layers.")
+    if isinstance(cls, type) and issubclass(cls, AdapterLinear):
+        fail(msg, f"{cls.__name__} subclasses {AdapterLinear.__module__}.{AdapterLinear.__name__}")
+    fns = [f for k in (cls.__mro__ if isinstance(cls, type) else ())
+           if k.__module__.split(".")[0] not in ("torch", "builtins")
+           for f in vars(k).values() if inspect.isfunction(f)]
+    for f in fns:
+        name = _borrows_lorakit(f)
+        if name:
+            fail(msg, f"{f.__qualname__} uses {name} from lorakit")
+    layer = _build(cls, _base())
+    inside = [n for n, m in layer.named_modules() if isinstance(m, AdapterLinear)]
+    if inside:
+        fail(msg, f"the layer contains lorakit layers: {inside}")
+
+
+CHECKS: dict[str, Callable] = {
+    "shapes": check_shapes,
+    "trainable parameters": check_trainable,
+    "w init": check_w_init,
+    "identity at init": check_identity_at_init,
+    "no prior is v1": check_no_prior_is_v1,
+    "starts as v1": check_starts_as_v1,
+    "factor on update": check_factor_on_update,
+    "zero prior": check_zero_prior,
+    "per position": check_per_position,
+    "prior shape": check_prior_shape,
+    "gradients": check_gradients,
+}
+
+
+def report(cls: type, verbose: bool = True) -> dict[str, str | None]:
+    """Run every check on ``cls`` and print a table; never raises.
+
+    Returns {check name: None if passed, else the failure message}.
+    """
+    results: dict[str, str | None] = {}
+    for name, check in CHECKS.items():
+        try:
+            check(cls)
+            results[name] = None
+        except AssertionError as e:
+            results[name] = str(e)
+    if verbose:
+        width = max(map(len, results))
+        for name, msg in results.items():
+            mark = "PASS" if msg is None else "FAIL"
+            print(f"{mark}  {name:<{width}}" + ("" if msg is None else "  " + msg.replace("\n", "\n" + " " * (width + 8))))
+    return results
+
+
+__all__ = ["CHECKS", "report", "check_not_reference", "definition", "factor", "find_parts",
+           "find_w", "CheckFailure", "check_shapes", "check_trainable", "check_w_init",
+           "check_identity_at_init", "check_no_prior_is_v1", "check_starts_as_v1",
+           "check_factor_on_update", "check_zero_prior", "check_per_position",
+           "check_prior_shape", "check_gradients"]

@@ -1,0 +1,164 @@
+"""Pretrain the shipped TinyLM on the standard library's "pretrain" domain.
+
+    python -m lorakit.pretrain                 # the shipped run: about 10-15 min on 2 CPU cores
+    python -m lorakit.pretrain --steps 20 --out /tmp/tinylm   # a quick smoke run elsewhere
+
+Writes ``tinylm.safetensors`` (float16 weights) and ``tinylm.json`` (the card: config, date,
+machine, seeds, data split and fingerprints, losses and perplexities, wall time) to ``--out``
+(default: ``lorakit/assets``). Deterministic for a given seed, thread count and stdlib.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from . import corpus
+from .tinylm import ASSETS, TinyLM, TinyLMConfig, config_dict, evaluate, lm_loss
+
+
+def lr_at(step: int, steps: int, peak: float, warmup: int, floor: float) -> float:
+    """Linear warm-up, then cosine decay from ``peak`` to ``floor``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * progress))
+
+
+def reproduce_command(argv: list[str]) -> str:
+    """The command line that reproduces this run (``--out`` says where, not what: left out)."""
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--out":
+            skip = True
+        elif not a.startswith("--out="):
+            kept.append(a)
+    return " ".join(["python -m lorakit.pretrain"] + kept)
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "device": "cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "load_average": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--context", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="CPU threads (1 keeps the run reproducible across machines)")
+    ap.add_argument("--eval-windows", type=int, default=256)
+    ap.add_argument("--out", type=Path, default=ASSETS)
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    t0 = time.time()
+    train = corpus.load_tokens("pretrain", "train")
+    val = corpus.load_tokens("pretrain", "val")
+    adapt_val = corpus.load_tokens("adapt", "val")
+    print(f"pretrain/train {len(train):,} bytes, pretrain/val {len(val):,}, adapt/val {len(adapt_val):,}")
+
+    cfg = TinyLMConfig(context=args.context)
+    model = TinyLM(cfg)
+    print(f"TinyLM: {model.num_parameters():,} parameters")
+    decay = [p for n, p in model.named_parameters() if p.ndim == 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.95))
+    data_gen = torch.Generator().manual_seed(args.seed + 1)
+    warmup, floor = max(1, args.steps // 20), args.lr / 10
+    history, recent = [], []
+    model.train()
+    for step in range(args.steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, args.steps, args.lr, warmup, floor)
+        x, y = corpus.get_batch(train, args.batch_size, args.context, data_gen)
+        loss = lm_loss(model, x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        recent = (recent + [loss.item()])[-50:]
+        if (step + 1) % 100 == 0 or step + 1 == args.steps:
+            ev = evaluate(model, val, args.context, max_windows=min(64, args.eval_windows))  # spread evenly
+            history.append({"step": step + 1, "train_loss": sum(recent) / len(recent),
+                            "val_loss": ev["loss"], "elapsed_s": round(time.time() - t0, 1)})
+            print(f"step {step + 1:5d}  train {history[-1]['train_loss']:.3f}  "
+                  f"val {ev['loss']:.3f} (ppl {ev['perplexity']:.2f})  {time.time() - t0:.0f} s", flush=True)
+
+    # Ship float16 weights, and report the metrics of exactly what ships.
+    model = model.half().float().eval()
+    ev_val = evaluate(model, val, args.context, max_windows=args.eval_windows)
+    ev_adapt = evaluate(model, adapt_val, args.context, max_windows=args.eval_windows)
+    ev_train = evaluate(model, train, args.context, max_windows=args.eval_windows)
+    wall = time.time() - t0
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().half().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(args.out / "tinylm.safetensors"), metadata={"format": "pt"})
+    os.chmod(args.out / "tinylm.safetensors", 0o644)
+    card = {
+        "model": "TinyLM (Llama-style: RMSNorm, rotary positions, causal GQA attention, SwiGLU)",
+        "command": reproduce_command(argv if argv is not None else sys.argv[1:]),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "config": config_dict(cfg),
+        "parameters": model.num_parameters(),
+        "weights_dtype": "float16",
+        "seeds": {"torch.manual_seed (init)": args.seed, "batch sampler generator": args.seed + 1},
+        "data": {
+            "source": "Python standard library source files (lorakit.corpus)",
+            "tokenizer": "bytes (vocab 256)",
+            "pretrain": {"packages": list(corpus.PRETRAIN_PACKAGES),
+                         "modules": "every top-level module except the held-out and excluded ones"},
+            "held_out_of_pretraining": {"packages": list(corpus.HELD_OUT_PACKAGES),
+                                        "modules": list(corpus.HELD_OUT_MODULES)},
+            "adapt": {"test_subjects": list(corpus.ADAPT_TEST_SUBJECTS),
+                      "files": "test/test_<subject>*.py and test/test_<subject>*/**.py"},
+            "split": f"val when crc32(relative path) % {corpus.VAL_EVERY} == 0, else train",
+            "fingerprints": {f"{d}/{s}": corpus.fingerprint(d, s)
+                             for d in corpus.DOMAINS for s in corpus.SPLITS},
+        },
+        "training": {"steps": args.steps, "batch_size": args.batch_size, "context": args.context,
+                     "tokens_seen": args.steps * args.batch_size * args.context,
+                     "optimizer": "AdamW(betas=(0.9, 0.95), weight_decay=0.1 on matrices)",
+                     "lr": f"peak {args.lr}, linear warm-up {warmup} steps, cosine to {floor}",
+                     "grad_clip": 1.0},
+        "results": {
+            "uniform_baseline_perplexity": corpus.VOCAB_SIZE,
+            "final_train_loss_last50_steps": sum(recent) / max(1, len(recent)),
+            "pretrain_train": ev_train, "pretrain_val": ev_val, "adapt_val": ev_adapt,
+            "eval": f"{args.eval_windows} windows of {args.context} bytes spread evenly over each "
+                    "split, float16 weights as shipped; loss in nats per byte",
+        },
+        "history": history,
+        "wall_time_s": round(wall, 1),
+    }
+    (args.out / "tinylm.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    print(f"pretrain/val ppl {ev_val['perplexity']:.2f}, adapt/val ppl {ev_adapt['perplexity']:.2f}, "
+          f"wall {wall:.0f} s -> {args.out}")
+    return card
+
+
+if __name__ == "__main__":
+    main()

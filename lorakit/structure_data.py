@@ -1,0 +1,300 @@
+"""Data for HyLoRADA v2's structure priors (notebook 07): AST depth of code, periodic time series.
+
+Nothing is downloaded: code comes from the standard library (``lorakit.corpus``), series are
+generated from a seed.
+
+**AST depth of code.** For each byte of a Python source, the depth of the innermost AST node
+whose source span contains that byte (``ast_depths``): the module is depth 0, a top-level
+statement 1, its sub-expressions 2, 3, ...; a function body one deeper than its ``def``.
+Bytes that no node covers (blank lines, comments between statements, the indentation before a
+statement) get the depth of the innermost node around them.
+
+Alignment with the tokenizer: ``lorakit.corpus`` tokenizes by UTF-8 *bytes*, and Python's AST
+reports ``col_offset``/``end_col_offset`` as UTF-8 *byte* offsets within a line (not character
+offsets; ``'é'`` is two bytes, and both get the same depth). So a node spanning line l1, byte c1
+to line l2, byte c2 covers token ids ``line_start[l1] + c1 ... line_start[l2] + c2 − 1``, where
+``line_start`` are the byte offsets after each newline as Python's tokenizer sees them
+(``\\n``, ``\\r\\n`` or a lone ``\\r``; a form feed is not a newline). ``ast_depths(s)[i]`` is
+the depth of token ``corpus.encode(s)[i]``: one depth per token, same length.
+
+Nodes without a position (``arguments``, ``comprehension``, operators, contexts) do not count
+as a level. Inside f-strings Python 3.8–3.11 give the literal parts the span of the whole
+string; the expressions inside keep their own spans, so they still come out deeper.
+
+Honest caveat for language modelling: the depth is read off the parse of the *whole* file, so
+the depth of byte t can tell something about bytes after t (a space inside ``a + b`` sits in the
+BinOp, a trailing space after ``a`` does not). A model that sees depth(t) while predicting byte
+t + 1 gets a little information from the future; an incremental parser would be needed for a
+strictly causal prior. Notebook 07 says so beside its numbers and runs a positions-only control.
+
+``load_tokens_with_depths`` returns the same tokens as ``corpus.load_tokens`` (same files, same
+order, same ``"\\n\\n"`` separators, depth 0) with their depths; ``get_batch_with_depths`` cuts
+aligned windows; ``depth_types`` clamps depths into the type ids a ``StructureEncoder`` with
+``num_structure_types`` rows takes.
+
+**Periodic series.** ``seasonal(t, components)`` is a sum of sinusoids a·sin(2π t / P + φ) of the
+timestamps t (any unit: hours, say, with P = 24 for a daily cycle), ``periodic_series`` adds
+seeded Gaussian noise. ``PeriodicRegression`` is a regression task whose *adaptation strength*
+follows a seasonal envelope — what v2's structure-conditioned scaling can express and a v1
+adapter cannot:
+
+    y_t = W0 x_t + b0 + f(t)·ΔW x_t + ε,   f(t) = 1 + seasonal(t),   rank(ΔW) = r
+
+with the pretrained layer ``nn.Linear(W0, b0)``, covariates x_t ~ N(0, I) and noise ε. Data are
+consecutive windows of one long series; the test windows come *after* the training windows in
+time, so a model must extrapolate the cycle, not interpolate it.
+"""
+from __future__ import annotations
+
+import ast
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import corpus
+
+__all__ = ["line_starts", "ast_depths", "depth_types", "load_tokens_with_depths",
+           "get_batch_with_depths", "SeasonalComponent", "seasonal", "periodic_series",
+           "PeriodicRegression"]
+
+
+# --------------------------------------------------------------------------------------------
+# AST depth of code
+# --------------------------------------------------------------------------------------------
+def line_starts(data: bytes) -> list[int]:
+    """Byte offset where each line starts, with Python's newlines (\\n, \\r\\n, lone \\r)."""
+    starts, i, n = [0], 0, len(data)
+    while i < n:
+        c = data[i]
+        if c == 0x0A:                                      # \n
+            starts.append(i + 1)
+        elif c == 0x0D:                                    # \r or \r\n
+            if i + 1 < n and data[i + 1] == 0x0A:
+                i += 1
+            starts.append(i + 1)
+        i += 1
+    return starts
+
+
+def _span(node: ast.AST, starts: list[int], size: int) -> tuple[int, int] | None:
+    lineno, end = getattr(node, "lineno", None), getattr(node, "end_lineno", None)
+    if lineno is None or end is None or node.end_col_offset is None:
+        return None
+    if lineno > len(starts) or end > len(starts):
+        return None
+    s = starts[lineno - 1] + node.col_offset
+    e = starts[end - 1] + node.end_col_offset
+    s, e = max(0, min(s, size)), max(0, min(e, size))
+    return (s, e) if e > s else None
+
+
+def ast_depths(source: str, on_error: str = "raise") -> torch.Tensor:
+    """Depth of the innermost AST node containing each UTF-8 byte of ``source``: (n_bytes,) long.
+
+    ``on_error``: "raise" (a SyntaxError propagates) or "zeros" (depth 0 everywhere for a file
+    that does not parse, e.g. a window cut out of the middle of a file).
+    """
+    if on_error not in ("raise", "zeros"):
+        raise ValueError(f"on_error must be 'raise' or 'zeros', got {on_error!r}")
+    data = source.encode("utf-8")
+    depth = np.zeros(len(data), dtype=np.int64)
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        if on_error == "raise":
+            raise
+        return torch.from_numpy(depth)
+    starts = line_starts(data)
+    stack: list[tuple[ast.AST, int]] = [(tree, 0)]          # pre-order: parents paint first
+    while stack:
+        node, d = stack.pop()
+        for child in ast.iter_child_nodes(node):
+            span = _span(child, starts, len(data))
+            if span is None:                                 # no position: not a level
+                stack.append((child, d))
+            else:
+                depth[span[0]:span[1]] = d + 1
+                stack.append((child, d + 1))
+    return torch.from_numpy(depth)
+
+
+def depth_types(depths: torch.Tensor, num_types: int) -> torch.Tensor:
+    """Depths clamped to [0, num_types − 1]: type ids for ``StructureEncoder(num_structure_types=...)``."""
+    if num_types < 1:
+        raise ValueError(f"num_types must be >= 1, got {num_types}")
+    return depths.clamp(0, num_types - 1)
+
+
+def load_tokens_with_depths(domain: str, split: str, max_bytes: int | None = None,
+                            root=None, packages: Sequence[str] | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(tokens, depths, info): ``corpus.load_tokens(...)`` and the AST depth of every token.
+
+    Each file is parsed whole (then cut, when ``max_bytes`` cuts it); the ``"\\n\\n"`` between
+    files has depth 0. ``info``: files, files that did not parse (depth 0 throughout), bytes.
+    """
+    root = Path(root) if root is not None else corpus.stdlib_root()
+    chunks, dchunks, size, failed, files = [], [], 0, [], 0
+    for i, rel in enumerate(corpus.list_files(domain, split, root, packages)):
+        text = (root / rel).read_text(encoding="utf-8", errors="replace")
+        if i:
+            chunks.append(b"\n\n")
+            dchunks.append(torch.zeros(2, dtype=torch.long))
+        data = text.encode("utf-8")
+        try:
+            d = ast_depths(text)
+        except (SyntaxError, ValueError):
+            failed.append(rel)
+            d = torch.zeros(len(data), dtype=torch.long)
+        chunks.append(data)
+        dchunks.append(d)
+        files += 1
+        size += len(data) + 2                               # as corpus.load_text counts
+        if max_bytes is not None and size >= max_bytes:
+            break
+    data = b"".join(chunks)
+    depths = torch.cat(dchunks) if dchunks else torch.zeros(0, dtype=torch.long)
+    if max_bytes is not None:                               # corpus.load_text's cut, exactly
+        data = data[:max_bytes].decode("utf-8", errors="ignore").encode("utf-8")
+    tokens = corpus.encode(data.decode("utf-8"))
+    depths = depths[:len(tokens)].clone()
+    return tokens, depths, {"files": files, "unparsed": failed, "bytes": len(tokens)}
+
+
+def get_batch_with_depths(tokens: torch.Tensor, depths: torch.Tensor, batch_size: int,
+                          context: int, generator: torch.Generator | None = None, device=None
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``corpus.get_batch`` plus the depths of the *input* tokens: x, y, depth, each (B, context).
+
+    Draws the same windows as ``corpus.get_batch`` with the same generator state.
+    """
+    if depths.shape != tokens.shape:
+        raise ValueError(f"depths {tuple(depths.shape)} must align with tokens {tuple(tokens.shape)}")
+    if tokens.ndim != 1 or len(tokens) < context + 1:
+        raise ValueError(f"need a 1-D token tensor longer than context={context}, "
+                         f"got shape {tuple(tokens.shape)}")
+    starts = torch.randint(0, len(tokens) - context, (batch_size,), generator=generator)
+    offsets = torch.arange(context + 1)
+    windows = tokens[starts[:, None] + offsets]
+    x, y = windows[:, :-1], windows[:, 1:]
+    d = depths[starts[:, None] + offsets[:-1]]
+    if device is not None:
+        x, y, d = x.to(device), y.to(device), d.to(device)
+    return x, y, d
+
+
+# --------------------------------------------------------------------------------------------
+# periodic series
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SeasonalComponent:
+    """a·sin(2π t / period + phase)."""
+    period: float
+    amplitude: float = 1.0
+    phase: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.period) and self.period > 0):
+            raise ValueError(f"period must be finite and > 0, got {self.period}")
+
+
+def seasonal(timestamps: torch.Tensor, components: Sequence[SeasonalComponent]) -> torch.Tensor:
+    """Σ a_k sin(2π t / P_k + φ_k), in float64, shaped like ``timestamps``.
+
+    The phase t / P mod 1 is taken in float64, so timestamps far from 0 keep their precision.
+    """
+    t = torch.as_tensor(timestamps, dtype=torch.float64)
+    out = torch.zeros_like(t)
+    for c in components:
+        ratio = t / c.period
+        out = out + c.amplitude * torch.sin(2 * math.pi * (ratio - ratio.floor()) + c.phase)
+    return out
+
+
+def periodic_series(timestamps: torch.Tensor, components: Sequence[SeasonalComponent],
+                    noise: float = 0.0, level: float = 0.0, seed: int = 0) -> torch.Tensor:
+    """level + seasonal(t) + N(0, noise²), float64, shaped like ``timestamps`` (seeded)."""
+    t = torch.as_tensor(timestamps, dtype=torch.float64)
+    g = torch.Generator().manual_seed(seed)
+    eps = torch.randn(t.shape, generator=g, dtype=torch.float64) * noise
+    return level + seasonal(t, components) + eps
+
+
+class PeriodicRegression:
+    """y_t = W0 x_t + b0 + f(t) ΔW x_t + ε with f(t) = 1 + seasonal(t): see the module docstring.
+
+    Args:
+        in_features, out_features: sizes of x and y.
+        rank: rank of the shift ΔW (the adapter's job).
+        components: the envelope's seasonal components; default one daily cycle,
+            ``SeasonalComponent(24.0, 0.4)``, so f(t) ∈ [0.6, 1.4] — inside v2's (0.5, 1.5).
+        shift_scale: ‖ΔW‖ relative to ‖W0‖ (Frobenius).
+        noise: standard deviation of ε.
+        windows, length: the series is ``windows`` consecutive windows of ``length`` steps.
+        step: time between two samples; t0: the first timestamp.
+        test_windows: how many of the last windows are the test set (later in time).
+        seed: everything (W0, b0, ΔW, x, ε) is drawn from it.
+
+    Attributes: ``base`` (the pretrained, frozen nn.Linear), ``timestamps`` (N, T) float64,
+    ``x`` (N, T, in), ``y`` (N, T, out), ``f`` (N, T) float64 (the true factor), ``delta``
+    (out, in) ΔW; ``train`` and ``test``: dicts with t, x, y, f for the two parts.
+    """
+
+    def __init__(self, in_features: int = 8, out_features: int = 6, rank: int = 2,
+                 components: Sequence[SeasonalComponent] | None = None, shift_scale: float = 0.5,
+                 noise: float = 0.05, windows: int = 24, length: int = 96, step: float = 1.0,
+                 t0: float = 0.0, test_windows: int = 8, seed: int = 0) -> None:
+        if not 0 < test_windows < windows:
+            raise ValueError(f"need 0 < test_windows < windows, got {test_windows}, {windows}")
+        if not 1 <= rank <= min(in_features, out_features):
+            raise ValueError(f"rank must be in [1, {min(in_features, out_features)}], got {rank}")
+        self.components = tuple(components) if components is not None else (
+            SeasonalComponent(24.0, 0.4),)
+        self.noise, self.rank = noise, rank
+        g = torch.Generator().manual_seed(seed)
+        W0 = torch.randn(out_features, in_features, generator=g) / math.sqrt(in_features)
+        b0 = torch.randn(out_features, generator=g) * 0.1
+        U = torch.randn(out_features, rank, generator=g)
+        V = torch.randn(rank, in_features, generator=g)
+        delta = U @ V
+        self.delta = delta * (shift_scale * W0.norm() / delta.norm())
+        self.base = nn.Linear(in_features, out_features)
+        with torch.no_grad():
+            self.base.weight.copy_(W0)
+            self.base.bias.copy_(b0)
+        self.base.requires_grad_(False)
+        n = windows * length
+        t = (t0 + step * torch.arange(n, dtype=torch.float64)).reshape(windows, length)
+        self.timestamps = t
+        self.f = 1 + seasonal(t, self.components)
+        self.x = torch.randn(windows, length, in_features, generator=g)
+        eps = torch.randn(windows, length, out_features, generator=g) * noise
+        with torch.no_grad():
+            self.y = (self.base(self.x) + self.f[..., None].float() * (self.x @ self.delta.T)
+                      + eps)
+        k = windows - test_windows
+        self.train = {"t": t[:k], "x": self.x[:k], "y": self.y[:k], "f": self.f[:k]}
+        self.test = {"t": t[k:], "x": self.x[k:], "y": self.y[k:], "f": self.f[k:]}
+
+    def noise_floor(self) -> float:
+        """The MSE of the true function (ε's variance)."""
+        return self.noise ** 2
+
+    def mse_of_constant_factor(self, part: str = "test") -> float:
+        """The MSE of the best *v1-like* model: the true W0 + c·ΔW with the best constant c.
+
+        A lower bound for any adapter whose update ignores t: what v1 can at best reach when it
+        learns ΔW exactly (the envelope's variance times E‖ΔW x‖², plus the noise).
+        """
+        d = getattr(self, part)
+        f = d["f"].float()
+        c = f.mean()
+        with torch.no_grad():
+            u = d["x"] @ self.delta.T
+            pred = self.base(d["x"]) + c * u
+        return (pred - d["y"]).pow(2).mean().item()

@@ -1,0 +1,152 @@
+"""lorakit.bench: the quick mode runs and writes complete JSON; ratios use the right peers.
+
+No timing is asserted anywhere (speed is never a unit-test property): only that every case is
+there, every key is filled in, and every derived number is computed from the right rows.
+"""
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from lorakit import bench
+
+ROW_KEYS = {"method", "implementation", "shape", "in_features", "out_features", "rank", "tokens",
+            "batch", "dtype", "device", "reps", "median_ms", "min_ms", "max_ms", "peak_mb",
+            "peer", "ratio", "overhead", "extra_peak_mb"}
+
+
+def _has_peft():
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "quick.json"
+    # a subprocess: the quick mode sets torch's thread count, which must not leak into pytest
+    proc = subprocess.run([sys.executable, "-m", "lorakit.bench", "--quick", "--device", "cpu",
+                           "--json", str(path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(path.read_text()), proc.stdout
+
+
+def _group(row):
+    return (row["shape"], row["rank"], row["tokens"], row["dtype"], row["device"])
+
+
+def test_quick_json_has_every_case_of_every_group(quick):
+    result, _ = quick
+    cfg = bench.MODES["quick"]
+    expected = {k for k in cfg["cases"] if _has_peft() or k[1] != "peft"}
+    groups = {}
+    for row in result["rows"]:
+        groups.setdefault(_group(row), set()).add((row["method"], row["implementation"]))
+    assert len(groups) == len(cfg["shapes"]) * len(cfg["ranks"]) * len(cfg["tokens"])
+    for cases in groups.values():
+        assert cases == expected
+    assert {(r["in_features"], r["out_features"]) for r in result["rows"]} == set(cfg["shapes"])
+
+
+def test_quick_rows_have_every_key(quick):
+    result, _ = quick
+    for row in result["rows"]:
+        assert set(row) == ROW_KEYS, set(row) ^ ROW_KEYS
+        assert row["shape"] == f"{row['in_features']}x{row['out_features']}"
+        assert row["dtype"] == "float32" and row["device"] == "cpu"
+        assert row["reps"] == result["reps"] == bench.MODES["quick"]["reps"]
+        assert 0 < row["min_ms"] <= row["median_ms"] <= row["max_ms"]
+        assert row["batch"] * min(row["tokens"], bench.SEQ) == row["tokens"]
+    for key in ("date", "cpu", "torch", "torch_threads", "loadavg_start", "loadavg_end"):
+        assert key in result["machine"]
+    assert result["mode"] == "quick"
+    assert set(result["memory_method"]) == {"cpu", "cuda"}
+
+
+def test_quick_ratios_use_the_right_peer(quick):
+    result, _ = quick
+    by_group = {}
+    for row in result["rows"]:
+        by_group.setdefault(_group(row), {})[(row["method"], row["implementation"])] = row
+    for rows in by_group.values():
+        lin = rows[bench.LINEAR]
+        for key, row in rows.items():
+            peer_key = bench.PEERS[key]
+            if peer_key is None:
+                assert row["peer"] is None and row["ratio"] is None
+            else:
+                assert row["peer"] == "/".join(peer_key)
+                assert math.isclose(row["ratio"], row["median_ms"] / rows[peer_key]["median_ms"])
+            assert math.isclose(row["overhead"], row["median_ms"] / lin["median_ms"] - 1,
+                                abs_tol=1e-12)
+            if row["peak_mb"] is None:
+                assert row["extra_peak_mb"] is None
+            else:
+                assert row["peak_mb"] >= 0
+                assert math.isclose(row["extra_peak_mb"], row["peak_mb"] - lin["peak_mb"],
+                                    abs_tol=1e-9)
+    # the peers themselves: lorakit against PEFT, PEFT and merged layers against nn.Linear
+    assert bench.PEERS[("lora", "lorakit")] == ("lora", "peft")
+    assert bench.PEERS[("dora", "lorakit")] == ("dora", "peft")
+    assert bench.PEERS[("lora", "peft")] == bench.LINEAR
+    assert all(bench.PEERS[k] == bench.LINEAR for k in bench.PEERS if k[0].endswith("_merged"))
+
+
+def test_quick_measures_memory_where_it_can(quick):
+    result, _ = quick
+    if result["memory_method"]["cpu"] == "not measured":
+        pytest.skip("no CPU peak-memory method on this platform")
+    # numbers only: at the quick mode's tiny sizes the kernel's RSS counters (batched per CPU)
+    # are too coarse for any value to mean much
+    for row in result["rows"]:
+        assert isinstance(row["peak_mb"], float) and row["peak_mb"] >= 0
+
+
+def test_quick_targets_are_checked_per_group(quick):
+    result, stdout = quick
+    names = {t["target"] for t in result["targets"]}
+    assert "LoRA overhead <= 10% and <= PEFT LoRA's" in names or not _has_peft()
+    assert "lora_merged <= 1.02 x nn.Linear" in names
+    for t in result["targets"]:
+        assert isinstance(t["met"], bool)
+        assert t["official"] is False           # tiny shapes are never the official targets
+    assert "targets" in stdout and "lora/lorakit" in stdout
+
+
+def _row(method, impl, ms, peak, shape=(8, 8), rank=2, tokens=4):
+    return {"method": method, "implementation": impl, "shape": f"{shape[0]}x{shape[1]}",
+            "in_features": shape[0], "out_features": shape[1], "rank": rank, "tokens": tokens,
+            "batch": 1, "dtype": "float32", "device": "cpu", "reps": 1, "median_ms": ms,
+            "min_ms": ms, "max_ms": ms, "peak_mb": peak}
+
+
+def test_add_ratios_and_targets_on_known_numbers():
+    rows = [_row("linear", "torch", 100.0, 10.0), _row("lora", "peft", 110.0, 14.0),
+            _row("lora", "lorakit", 105.0, 12.0), _row("dora", "peft", 150.0, 50.0),
+            _row("dora", "lorakit", 120.0, 20.0), _row("lora_merged", "lorakit", 101.0, 10.0),
+            # another rank: its own nn.Linear row, never mixed with the first group
+            _row("linear", "torch", 200.0, 10.0, rank=4), _row("lora", "peft", 220.0, 12.0, rank=4),
+            _row("lora", "lorakit", 250.0, 12.0, rank=4)]
+    bench.add_ratios(rows)
+    lk = rows[2]
+    assert lk["peer"] == "lora/peft" and math.isclose(lk["ratio"], 105 / 110)
+    assert math.isclose(lk["overhead"], 0.05) and lk["extra_peak_mb"] == 2.0
+    assert math.isclose(rows[4]["ratio"], 120 / 150) and math.isclose(rows[4]["overhead"], 0.2)
+    assert math.isclose(rows[8]["overhead"], 0.25) and math.isclose(rows[8]["ratio"], 250 / 220)
+    targets = {(t["rank"], t["target"]): t for t in bench.check_targets(rows)}
+    assert targets[(2, "LoRA overhead <= 10% and <= PEFT LoRA's")]["met"] is True
+    assert targets[(4, "LoRA overhead <= 10% and <= PEFT LoRA's")]["met"] is False
+    dora_t = targets[(2, "DoRA overhead <= 0.5 x PEFT DoRA's")]
+    assert dora_t["met"] is True and math.isclose(dora_t["peft_overhead"], 0.5)
+    dora_m = targets[(2, "DoRA extra peak memory <= 0.5 x PEFT DoRA's")]
+    assert dora_m["met"] is True and dora_m["peft_extra_peak_mb"] == 40.0
+    assert targets[(2, "lora_merged <= 1.02 x nn.Linear")]["met"] is True
+
+
+def test_cli_rejects_unknown_case():
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--cases", "nope/none"])

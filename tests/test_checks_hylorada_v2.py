@@ -1,0 +1,163 @@
+"""Notebook 07's HyLoRADA v2 checks against independently written submissions.
+
+Submissions may build on the notebook's own v1 class (``HyLoRADAv1Linear``, a locked cell of
+solutions/07_hylorada_v2/hylorada_v2.ipynb): it is read from the notebook and defined first, as
+in the notebook. Every correct sample must pass every check; every buggy one must fail exactly
+the checks its header names, each with a message that names the concept. lorakit's
+HyLoRADAv2Linear passes every check except the one that forbids borrowing it.
+"""
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+from torch import nn
+
+from autograde.submissions import load_samples
+from lorakit.checks import CheckFailure, _probe, hylorada_v2
+from lorakit.layers import HyLoRADALinear, HyLoRADAv2Linear as Reference
+
+ROOT = Path(__file__).parents[1]
+NOTEBOOK = ROOT / "solutions/07_hylorada_v2/hylorada_v2.ipynb"
+SAMPLES = [s for s in load_samples(ROOT / "autograde/samples/07_hylorada_v2")
+           if not s.name.startswith("hostile_")]
+ALL = list(hylorada_v2.CHECKS) + ["not reference"]
+
+
+def cell(grade_id: str) -> str:
+    nb = nbformat.read(str(NOTEBOOK), as_version=4)
+    (source,) = [c.source for c in nb.cells
+                 if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id]
+    return source
+
+
+def namespace() -> dict:
+    """What the notebook has defined before the answer cell: torch, nn and HyLoRADAv1Linear."""
+    ns = {"torch": torch, "nn": nn, "__name__": "submission"}
+    exec(compile(cell("hylorada_v1"), "<notebook:hylorada_v1>", "exec"), ns)
+    return ns
+
+
+def compile_source(source: str, name: str):
+    ns = namespace()
+    exec(compile(source, f"<{name}>", "exec"), ns)
+    return ns["HyLoRADAv2Linear"]
+
+
+def compile_sample(sample):
+    return compile_source(sample.cells["hylorada_v2_linear"], f"{sample.name}:hylorada_v2_linear")
+
+
+def verdicts(cls):
+    results = hylorada_v2.report(cls, verbose=False)
+    try:
+        hylorada_v2.check_not_reference(cls)
+        results["not reference"] = None
+    except CheckFailure as e:
+        results["not reference"] = str(e)
+    return results
+
+
+@pytest.fixture(autouse=True)
+def short_time_limit(monkeypatch):
+    monkeypatch.setattr(_probe, "STEP_SECONDS", 2)
+
+
+def test_there_are_enough_samples():
+    kinds = [s.expect for s in SAMPLES]
+    assert kinds.count("full") >= 3 and kinds.count("partial") >= 5
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.name)
+def test_sample_verdicts(sample):
+    results = verdicts(compile_sample(sample))
+    failed = sorted(name for name, msg in results.items() if msg)
+    if sample.expect == "full":
+        assert failed == [], {n: results[n] for n in failed}
+    else:
+        unknown = set(sample.fails) - set(ALL)
+        assert not unknown, f"header names unknown checks {unknown}"
+        assert failed == sorted(sample.fails), {n: results[n] for n in failed}
+
+
+def test_the_notebooks_own_solution_passes_everything():
+    cls = compile_source(cell("hylorada_v2_linear"), "notebook:hylorada_v2_linear")
+    assert all(msg is None for msg in verdicts(cls).values()), verdicts(cls)
+
+
+def test_reference_layer_passes_all_but_the_borrowing_check():
+    results = hylorada_v2.report(Reference, verbose=False)
+    assert all(msg is None for msg in results.values()), results
+    with pytest.raises(CheckFailure, match="implement HyLoRADAv2Linear yourself"):
+        hylorada_v2.check_not_reference(Reference)
+
+
+def test_the_notebooks_v1_is_lorakits_v1():
+    """The given v1 computes HyLoRADALinear's function with the same weights."""
+    V1 = namespace()["HyLoRADAv1Linear"]
+    torch.manual_seed(0)
+    base = nn.Linear(12, 7)
+    ours, ref = V1(base, rank=3, alpha=6), HyLoRADALinear(base, rank=3, alpha=6)
+    with torch.no_grad():
+        for p in ref.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.3)
+        for name in ("lora_A", "lora_B", "magnitude", "magnitude_gate", "residual_weight"):
+            getattr(ours, name).copy_(getattr(ref, name))
+    x = torch.randn(2, 5, 12)
+    torch.testing.assert_close(ours(x), ref(x), rtol=1e-5, atol=1e-6)
+    assert torch.equal(ours.magnitude_init, ref.magnitude_init)
+
+
+@pytest.mark.parametrize("sample", [s for s in SAMPLES if s.fails], ids=lambda s: s.name)
+def test_failure_messages_teach(sample):
+    """Messages are sentences about the concept, never a bare assert."""
+    for name, msg in verdicts(compile_sample(sample)).items():
+        if msg:
+            assert len(msg) > 40 and msg[0].isupper(), (name, msg)
+
+
+def test_specific_diagnoses():
+    samples = {s.name: s for s in SAMPLES}
+
+    def msgs(name):
+        return verdicts(compile_sample(samples[name]))
+
+    assert "whole output" in msgs("bug_factor_whole_output")["factor on update"]
+    assert "pretrained part W x" in msgs("bug_factor_on_base")["factor on update"]
+    assert "per row of the weight" in msgs("bug_norm_per_token")["factor on update"]
+    m = msgs("bug_no_offset")
+    assert "0.5 offset" in m["factor on update"] and "offset" in m["starts as v1"]
+    assert "offset is missing" in m["zero prior"]
+    m = msgs("bug_w_bias")
+    assert "bias" in m["trainable parameters"] and "bias" in m["zero prior"]
+    assert "not zero at init" in msgs("bug_w_random")["starts as v1"]
+    assert "mean or norm over positions" in msgs("bug_prior_mean")["per position"]
+
+
+def test_verdicts_are_deterministic():
+    cls = compile_sample(next(s for s in SAMPLES if s.name == "bug_no_offset"))
+    assert verdicts(cls) == verdicts(cls)
+
+
+def test_checks_leave_the_callers_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    hylorada_v2.check_factor_on_update(Reference)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_missing_w_is_named():
+    cls = compile_source('''
+class HyLoRADAv2Linear(HyLoRADAv1Linear):
+    def __init__(self, base_layer, rank=8, alpha=16, structure_dim=32):
+        super().__init__(base_layer, rank, alpha)
+
+    def forward(self, x, structure_prior=None):
+        return super().forward(x)
+''', "no_w")
+    with pytest.raises(CheckFailure, match="No trainable projection w"):
+        hylorada_v2.check_w_init(cls)
+    with pytest.raises(CheckFailure, match="That is v1's count"):
+        hylorada_v2.check_trainable(cls)

@@ -1,0 +1,204 @@
+"""The layers' fast paths (one addmm into the base output, in place when that is safe) compute
+exactly what the plain formulas compute, in every situation where the shortcut could leak:
+forward hooks on the base, autocast, non-contiguous and 1-D inputs, inference mode, and
+gradients (gradcheck in float64).
+"""
+import pytest
+import torch
+from torch import nn
+
+from lorakit import (BilinearLoRALinear, DoRALinear, HyLoRADALinear, HyLoRADAv2Linear,
+                     LoRALinear, RSSBilinearLoRA)
+
+IN, OUT, R, D_P, D_S = 10, 7, 3, 4, 5
+
+
+def _make(name, dtype=torch.float32):
+    torch.manual_seed(0)
+    base = nn.Linear(IN, OUT, dtype=dtype)
+    layer = {
+        "lora": lambda: LoRALinear(base, R, 6.0),
+        "dora": lambda: DoRALinear(base, R, 6.0),
+        "bilinear": lambda: BilinearLoRALinear(base, D_P, R, 6.0),
+        "rss": lambda: RSSBilinearLoRA(base, D_P, R, 6.0),
+        "hylorada": lambda: HyLoRADALinear(base, R, 6.0),
+        "hylorada_v2": lambda: HyLoRADAv2Linear(base, R, 6.0, structure_dim=D_S),
+    }[name]()
+    with torch.no_grad():
+        layer.lora_B.normal_()
+        if name == "hylorada_v2":
+            layer.scale_from_structure.weight.normal_()
+    return layer
+
+
+def _extra(name, x):
+    """The inputs after x: p for the conditioned layers, the prior for v2."""
+    g = torch.Generator().manual_seed(3)
+    if name in ("bilinear", "rss"):
+        return (torch.randn(x.shape[0], D_P, generator=g).to(x.dtype),)
+    if name == "hylorada_v2":
+        return (torch.randn(*x.shape[:-1], D_S, generator=g).to(x.dtype),)
+    return ()
+
+
+def reference(layer, x, *extra):
+    """The layer's equation written out plainly (no in-place ops, no addmm)."""
+    W, b = layer.base_layer.weight, layer.base_layer.bias
+    A, B, s = layer.lora_A, layer.lora_B, layer.scaling
+    h = x @ A.T                                                    # (..., r)
+    if isinstance(layer, BilinearLoRALinear):
+        p = extra[0]
+        mid = (1,) * (x.dim() - 2)
+        z = h * layer.gate(p).reshape(p.shape[0], *mid, R)
+        if isinstance(layer, RSSBilinearLoRA):
+            z = z + layer.shift(p).reshape(p.shape[0], *mid, R)
+        return x @ W.T + b + s * z @ B.T
+    if isinstance(layer, DoRALinear):
+        if extra:
+            h = h * layer.position_factor(extra[0])
+        return layer.scale().to(x.dtype) * (x @ W.T + s * h @ B.T) + b
+    return x @ W.T + b + s * h @ B.T
+
+
+NAMES = ["lora", "dora", "bilinear", "rss", "hylorada", "hylorada_v2"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("shape", [(2, 3, IN), (2, IN), (2, 2, 2, IN)])
+def test_matches_the_plain_formula(name, shape):
+    layer = _make(name)
+    x = torch.randn(*shape)
+    extra = _extra(name, x)
+    torch.testing.assert_close(layer(x, *extra), reference(layer, x, *extra))
+
+
+@pytest.mark.parametrize("name", ["lora", "dora", "hylorada"])
+def test_one_dimensional_and_non_contiguous_inputs(name):
+    layer = _make(name)
+    x1 = torch.randn(IN)
+    assert layer(x1).shape == (OUT,)
+    torch.testing.assert_close(layer(x1), reference(layer, x1))
+    xt = torch.randn(IN, 4, 2).permute(2, 1, 0)                    # (2, 4, IN), strided
+    assert not xt.is_contiguous()
+    torch.testing.assert_close(layer(xt), reference(layer, xt))
+
+
+@pytest.mark.parametrize("name", ["lora", "bilinear", "rss"])
+def test_forward_hook_on_the_base_sees_the_plain_base_output(name):
+    """A hook that keeps the base's output must not see the adapter's update added to it."""
+    layer = _make(name)
+    x = torch.randn(2, 3, IN)
+    extra = _extra(name, x)
+    kept = []
+    handle = layer.base_layer.register_forward_hook(lambda m, i, o: kept.append(o))
+    try:
+        y = layer(x, *extra)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(y, reference(layer, x, *extra))
+    torch.testing.assert_close(kept[0].reshape(2, 3, OUT), layer.base_layer(x))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_autocast_bf16_on_cpu(name):
+    layer = _make(name)
+    x = torch.randn(2, 3, IN)
+    extra = _extra(name, x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x, *extra)
+        y.float().sum().backward()
+    torch.testing.assert_close(y.float(), reference(layer, x, *extra), rtol=5e-2, atol=5e-2)
+    assert layer.lora_A.grad is not None and layer.lora_B.grad is not None
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_inference_mode_and_no_grad(name):
+    layer = _make(name)
+    x = torch.randn(2, 3, IN)
+    extra = _extra(name, x)
+    want = reference(layer, x, *extra).detach()
+    with torch.inference_mode():
+        torch.testing.assert_close(layer(x, *extra), want)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x, *extra), want)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradients_match_the_plain_formula(name):
+    layer = _make(name)
+    x = torch.randn(2, 3, IN, requires_grad=True)
+    extra = _extra(name, x)
+    g = torch.randn(2, 3, OUT)
+    params = [p for p in layer.parameters() if p.requires_grad]
+    got = torch.autograd.grad(layer(x, *extra), [x, *params], g)
+    want = torch.autograd.grad(reference(layer, x, *extra), [x, *params], g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["lora", "bilinear", "rss"])   # DoRA's norms are float32
+def test_gradcheck_float64(name):
+    layer = _make(name, dtype=torch.float64)
+    x = torch.randn(2, 3, IN, dtype=torch.float64, requires_grad=True)
+    extra = _extra(name, x)
+    assert torch.autograd.gradcheck(lambda x: layer(x, *extra), (x,))
+
+
+def _grad_fn_names(y):
+    names, stack = set(), [y.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is not None and type(fn).__name__ not in names:
+            names.add(type(fn).__name__)
+            stack.extend(f for f, _ in fn.next_functions)
+    return names
+
+
+def test_lora_takes_the_fused_path_only_when_it_may():
+    layer = _make("lora")
+    x = torch.randn(2, 3, IN, requires_grad=True)
+    assert any("LoRALinearFunction" in n for n in _grad_fn_names(layer(x)))
+    # a pre-hook that changes the input: the base module must be called, and its change seen
+    handle = layer.base_layer.register_forward_pre_hook(lambda m, args: (args[0] * 2,))
+    try:
+        y = layer(x)
+        assert not any("LoRALinearFunction" in n for n in _grad_fn_names(y))
+        # base(2x) = 2 x Wᵀ + b: the layer's output gains one more x Wᵀ
+        torch.testing.assert_close(y, reference(layer, x) + x @ layer.base_layer.weight.T)
+    finally:
+        handle.remove()
+    dropped = LoRALinear(nn.Linear(IN, OUT), R, 6.0, dropout=0.5)
+    assert not any("LoRALinearFunction" in n for n in _grad_fn_names(dropped.train()(x)))
+    assert any("LoRALinearFunction" in n for n in _grad_fn_names(dropped.eval()(x)))
+
+
+def test_lora_double_backward_float64():
+    layer = _make("lora", dtype=torch.float64)
+    x = torch.randn(2, 3, IN, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda x: layer(x), (x,))
+
+
+def test_lora_under_torch_func_grad():
+    layer = _make("lora")
+    x = torch.randn(2, 3, IN)
+    params = dict(layer.named_parameters())
+
+    def loss(ps):
+        return torch.func.functional_call(layer, ps, (x,)).square().sum()
+
+    grads = torch.func.grad(loss)({k: v.detach() for k, v in params.items()})
+    layer(x).square().sum().backward()
+    for k in ("lora_A", "lora_B"):
+        torch.testing.assert_close(grads[k], params[k].grad)
+
+
+def test_lora_with_a_trainable_base_gets_every_gradient():
+    layer = _make("lora")
+    layer.base_layer.requires_grad_(True)
+    x = torch.randn(2, 3, IN, requires_grad=True)
+    params = [x, layer.base_layer.weight, layer.base_layer.bias, layer.lora_A, layer.lora_B]
+    g = torch.randn(2, 3, OUT)
+    got = torch.autograd.grad(layer(x), params, g)
+    want = torch.autograd.grad(reference(layer, x), params, g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
