@@ -46,7 +46,7 @@ def verdicts(folder, cls, merge_fn):
 
 @pytest.fixture(autouse=True)
 def short_time_limit(monkeypatch):
-    monkeypatch.setattr(_probe, "STEP_SECONDS", 5)
+    monkeypatch.setattr(_probe, "STEP_SECONDS", 10)
 
 
 def test_each_notebook_has_enough_samples():

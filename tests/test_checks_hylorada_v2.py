@@ -60,7 +60,7 @@ def verdicts(cls):
 
 @pytest.fixture(autouse=True)
 def short_time_limit(monkeypatch):
-    monkeypatch.setattr(_probe, "STEP_SECONDS", 2)
+    monkeypatch.setattr(_probe, "STEP_SECONDS", 3)
 
 
 def test_there_are_enough_samples():

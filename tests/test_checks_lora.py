@@ -42,7 +42,7 @@ def verdicts(cls, merge_fn):
 
 @pytest.fixture(autouse=True)
 def short_time_limit(monkeypatch):
-    monkeypatch.setattr(_probe, "STEP_SECONDS", 2)
+    monkeypatch.setattr(_probe, "STEP_SECONDS", 3)
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.name)

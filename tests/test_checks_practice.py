@@ -39,7 +39,7 @@ def verdicts(cls, count_fn):
 
 @pytest.fixture(autouse=True)
 def short_time_limit(monkeypatch):
-    monkeypatch.setattr(_probe, "STEP_SECONDS", 2)
+    monkeypatch.setattr(_probe, "STEP_SECONDS", 3)
 
 
 def test_samples_cover_both_exercises():

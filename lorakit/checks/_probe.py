@@ -50,7 +50,8 @@ def time_limit(seconds: int, what: str) -> Iterator[None]:
 
     def on_alarm(signum, frame):
         raise TimedOut(
-            f"{what} took longer than {seconds} s on a tiny input. Is there an endless loop?")
+            f"{what[:1].upper()}{what[1:]} took longer than {seconds} s on a tiny input. "
+            "Is there an endless loop?")
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(seconds)
