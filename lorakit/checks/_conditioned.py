@@ -19,7 +19,6 @@ apart by behaviour: at x = 0 only the shift S p reaches the output.
 from __future__ import annotations
 
 import copy
-import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -686,49 +685,5 @@ def check_merge(cls, merge_fn: Callable, v: Variant) -> None:
 
 def check_not_reference(cls, merge_fn: Callable | None, v: Variant) -> None:
     """The submission implements the layer rather than subclassing or calling lorakit's."""
-    from ..layers import AdapterLinear
-    from .lora import _borrows_lorakit
-
-    refs: tuple[type, ...] = (AdapterLinear,)
-    try:  # the reference conditioned layers, once they exist
-        from ..layers import bilinear as _ref
-        refs += tuple(getattr(_ref, n) for n in ("BilinearLoRALinear", "RSSBilinearLoRA")
-                      if isinstance(getattr(_ref, n, None), type))
-    except ImportError:
-        pass
-    msg = (f"This exercise is to implement {v.cls_name} yourself: the submission may not subclass "
-           "or call lorakit's reference layers.")
-    if isinstance(cls, type):
-        for ref in refs:
-            if issubclass(cls, ref):
-                fail(msg, f"{cls.__name__} subclasses {ref.__module__}.{ref.__name__}")
-    fns = [fn for k in (cls.__mro__ if isinstance(cls, type) else ())
-           if k.__module__.split(".")[0] not in ("torch", "builtins")
-           for fn in vars(k).values() if inspect.isfunction(fn)]
-    if merge_fn is not None:
-        fns.append(merge_fn)
-    for fn in fns:
-        name = _borrows_lorakit(fn)
-        if name:
-            fail(msg, f"{fn.__qualname__} uses {name} from lorakit")
-    layer = make_layer(cls, v, random=False)
-    inside = [n for n, m in layer.named_modules() if isinstance(m, refs)]
-    if inside:
-        fail(msg, f"the layer contains lorakit layers: {inside}")
-
-
-def run_report(checks: dict[str, Callable], cls, merge_fn, verbose: bool) -> dict[str, str | None]:
-    results: dict[str, str | None] = {}
-    for name, check in checks.items():
-        try:
-            check(cls)
-            results[name] = None
-        except AssertionError as e:
-            results[name] = str(e)
-    if verbose:
-        width = max(map(len, results))
-        for name, msg in results.items():
-            mark = "PASS" if msg is None else "FAIL"
-            print(f"{mark}  {name:<{width}}"
-                  + ("" if msg is None else "  " + msg.replace("\n", "\n" + " " * (width + 8))))
-    return results
+    _probe.assert_own_implementation(cls, v.cls_name, lambda: make_layer(cls, v, random=False),
+                                     (merge_fn,))

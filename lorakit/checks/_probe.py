@@ -6,8 +6,10 @@ forked and seeded before a student's constructor runs, tolerances are explicit.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import signal
 import threading
+import types
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -223,3 +225,73 @@ class BigIntermediates(TorchDispatchMode):
 
 def close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4, atol: float = 1e-5) -> bool:
     return a.shape == b.shape and torch.allclose(a.double(), b.double(), rtol=rtol, atol=atol)
+
+
+# --- running a set of checks --------------------------------------------------------------------
+
+def run_checks(checks: dict[str, Callable], cls, verbose: bool = True) -> dict[str, str | None]:
+    """Run ``check(cls)`` for every named check and print a PASS/FAIL table; never raises.
+
+    Returns {check name: None if passed, else the failure message}.
+    """
+    results: dict[str, str | None] = {}
+    for name, check in checks.items():
+        try:
+            check(cls)
+            results[name] = None
+        except AssertionError as e:
+            results[name] = str(e)
+    if verbose and results:
+        width = max(map(len, results))
+        for name, msg in results.items():
+            mark = "PASS" if msg is None else "FAIL"
+            print(f"{mark}  {name:<{width}}"
+                  + ("" if msg is None else "  " + msg.replace("\n", "\n" + " " * (width + 8))))
+    return results
+
+
+# --- a submission must implement the layer, not borrow lorakit's --------------------------------
+
+def _code_objects(fn) -> list[types.CodeType]:
+    code = getattr(fn, "__code__", None)
+    out, stack = [], [code] if code else []
+    while stack:
+        c = stack.pop()
+        out.append(c)
+        stack.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+    return out
+
+
+def borrows_lorakit(fn) -> str | None:
+    """The first global name ``fn`` uses that refers to lorakit or its reference layers."""
+    g = getattr(fn, "__globals__", {})
+    for code in _code_objects(fn):
+        for name in code.co_names:
+            obj = g.get(name)
+            mod = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", "")
+            if isinstance(mod, str) and (mod == "lorakit" or mod.startswith("lorakit.layers")):
+                return name
+    return None
+
+
+def assert_own_implementation(cls, exercise: str, build_layer: Callable[[], nn.Module],
+                              extra_fns: tuple = (), note: str = "") -> None:
+    """Fail when ``cls`` (or ``extra_fns``, e.g. a merge function) subclasses, calls or contains
+    lorakit's reference layers (all of which subclass ``AdapterLinear``)."""
+    from ..layers import AdapterLinear
+
+    msg = (f"This exercise is to implement {exercise} yourself{note}: the submission may not "
+           "subclass or call lorakit's reference layers.")
+    if isinstance(cls, type) and issubclass(cls, AdapterLinear):
+        fail(msg, f"{cls.__name__} subclasses {AdapterLinear.__module__}.{AdapterLinear.__name__}")
+    fns = [f for k in (cls.__mro__ if isinstance(cls, type) else ())
+           if k.__module__.split(".")[0] not in ("torch", "builtins")
+           for f in vars(k).values() if inspect.isfunction(f)]
+    fns += [f for f in extra_fns if f is not None]
+    for f in fns:
+        name = borrows_lorakit(f)
+        if name:
+            fail(msg, f"{getattr(f, '__qualname__', f)} uses {name} from lorakit")
+    inside = [n for n, m in build_layer().named_modules() if isinstance(m, AdapterLinear)]
+    if inside:
+        fail(msg, f"the layer contains lorakit layers: {inside}")

@@ -19,7 +19,6 @@ AssertionError) whose message names the concept.
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -28,7 +27,7 @@ from torch import nn
 
 from ._probe import (CheckFailure, TimedOut, build, call, close, fail, find_base, find_factors,
                      forward, make_base, randn, randomize_adapters, trainable)
-from .lora import _borrows_lorakit
+from ._probe import assert_own_implementation, run_checks
 
 # Probe layers: non-square, in, out and rank pairwise different.
 IN, OUT, RANK = 24, 10, 3
@@ -541,23 +540,7 @@ def check_gradients(cls: type) -> None:
 
 def check_not_reference(cls: type) -> None:
     """The submission implements DoRA itself rather than subclassing or calling lorakit's."""
-    from ..layers import AdapterLinear
-
-    msg = ("This exercise is to implement DoRA yourself: the submission may not subclass or call "
-           "lorakit's reference layers.")
-    if isinstance(cls, type) and issubclass(cls, AdapterLinear):
-        fail(msg, f"{cls.__name__} subclasses {AdapterLinear.__module__}.{AdapterLinear.__name__}")
-    fns = [f for k in (cls.__mro__ if isinstance(cls, type) else ())
-           if k.__module__.split(".")[0] not in ("torch", "builtins")
-           for f in vars(k).values() if inspect.isfunction(f)]
-    for f in fns:
-        name = _borrows_lorakit(f)
-        if name:
-            fail(msg, f"{f.__qualname__} uses {name} from lorakit")
-    layer = _build(cls, _base(IN, OUT), RANK, 2.0 * RANK)
-    inside = [n for n, m in layer.named_modules() if isinstance(m, AdapterLinear)]
-    if inside:
-        fail(msg, f"the layer contains lorakit layers: {inside}")
+    assert_own_implementation(cls, "DoRA", lambda: _build(cls, _base(IN, OUT), RANK, 2.0 * RANK))
 
 
 CHECKS: dict[str, Callable] = {
@@ -578,16 +561,4 @@ def report(cls: type, verbose: bool = True) -> dict[str, str | None]:
 
     Returns {check name: None if passed, else the failure message}.
     """
-    results: dict[str, str | None] = {}
-    for name, check in CHECKS.items():
-        try:
-            check(cls)
-            results[name] = None
-        except AssertionError as e:
-            results[name] = str(e)
-    if verbose:
-        width = max(map(len, results))
-        for name, msg in results.items():
-            mark = "PASS" if msg is None else "FAIL"
-            print(f"{mark}  {name:<{width}}" + ("" if msg is None else "  " + msg.replace("\n", "\n" + " " * (width + 8))))
-    return results
+    return run_checks(CHECKS, cls, verbose)

@@ -23,7 +23,6 @@ checks set them all to one value, so either order passes. Each check raises ``Ch
 """
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -500,25 +499,8 @@ def check_gradients(cls: type) -> None:
 
 def check_not_reference(cls: type) -> None:
     """The submission implements v2 itself rather than subclassing or calling lorakit's layers."""
-    from ..layers import AdapterLinear
-    from .lora import _borrows_lorakit
-
-    msg = ("This exercise is to implement HyLoRADAv2Linear yourself (building on the notebook's "
-           "HyLoRADAv1Linear is fine): the submission may not subclass or call lorakit's "
-           "reference layers.")
-    if isinstance(cls, type) and issubclass(cls, AdapterLinear):
-        fail(msg, f"{cls.__name__} subclasses {AdapterLinear.__module__}.{AdapterLinear.__name__}")
-    fns = [f for k in (cls.__mro__ if isinstance(cls, type) else ())
-           if k.__module__.split(".")[0] not in ("torch", "builtins")
-           for f in vars(k).values() if inspect.isfunction(f)]
-    for f in fns:
-        name = _borrows_lorakit(f)
-        if name:
-            fail(msg, f"{f.__qualname__} uses {name} from lorakit")
-    layer = _build(cls, _base())
-    inside = [n for n, m in layer.named_modules() if isinstance(m, AdapterLinear)]
-    if inside:
-        fail(msg, f"the layer contains lorakit layers: {inside}")
+    _probe.assert_own_implementation(cls, "HyLoRADAv2Linear", lambda: _build(cls, _base()),
+                                     note=" (building on the notebook's HyLoRADAv1Linear is fine)")
 
 
 CHECKS: dict[str, Callable] = {
@@ -541,19 +523,7 @@ def report(cls: type, verbose: bool = True) -> dict[str, str | None]:
 
     Returns {check name: None if passed, else the failure message}.
     """
-    results: dict[str, str | None] = {}
-    for name, check in CHECKS.items():
-        try:
-            check(cls)
-            results[name] = None
-        except AssertionError as e:
-            results[name] = str(e)
-    if verbose:
-        width = max(map(len, results))
-        for name, msg in results.items():
-            mark = "PASS" if msg is None else "FAIL"
-            print(f"{mark}  {name:<{width}}" + ("" if msg is None else "  " + msg.replace("\n", "\n" + " " * (width + 8))))
-    return results
+    return _probe.run_checks(CHECKS, cls, verbose)
 
 
 __all__ = ["CHECKS", "report", "check_not_reference", "definition", "factor", "find_parts",

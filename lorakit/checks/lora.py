@@ -10,14 +10,12 @@ pass. Each check raises ``CheckFailure`` (an AssertionError) whose message names
 """
 from __future__ import annotations
 
-import inspect
-import types
 from typing import Callable
 
 import torch
 from torch import nn
 
-from ._probe import (BigIntermediates, call, build, close, effective_delta, fail, find_base,
+from ._probe import (BigIntermediates, assert_own_implementation, run_checks, call, build, close, effective_delta, fail, find_base,
                      find_factors, forward, make_base, randn, randomize_adapters, trainable)
 
 # Probe layers: non-square with in, out and rank pairwise different, so shapes are unambiguous.
@@ -228,48 +226,13 @@ def check_merge(cls: type, merge_fn: Callable[[nn.Module], nn.Linear]) -> None:
 
 # --- a submission must implement the layer, not borrow lorakit's ------------------------------
 
-def _code_objects(fn) -> list[types.CodeType]:
-    code = getattr(fn, "__code__", None)
-    out, stack = [], [code] if code else []
-    while stack:
-        c = stack.pop()
-        out.append(c)
-        stack.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
-    return out
 
 
-def _borrows_lorakit(fn) -> str | None:
-    g = getattr(fn, "__globals__", {})
-    for code in _code_objects(fn):
-        for name in code.co_names:
-            obj = g.get(name)
-            mod = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", "")
-            if isinstance(mod, str) and (mod == "lorakit" or mod.startswith("lorakit.layers")):
-                return name
-    return None
 
 
 def check_not_reference(cls: type, merge_fn: Callable | None = None) -> None:
     """The submission implements LoRA itself rather than subclassing or calling lorakit's."""
-    from ..layers import AdapterLinear
-
-    msg = ("This exercise is to implement LoRA yourself: the submission may not subclass or call "
-           "lorakit's reference layers.")
-    if isinstance(cls, type) and issubclass(cls, AdapterLinear):
-        fail(msg, f"{cls.__name__} subclasses {AdapterLinear.__module__}.{AdapterLinear.__name__}")
-    fns = [f for k in (cls.__mro__ if isinstance(cls, type) else ())
-           if k.__module__.split(".")[0] not in ("torch", "builtins")
-           for f in vars(k).values() if inspect.isfunction(f)]
-    if merge_fn is not None:
-        fns.append(merge_fn)
-    for f in fns:
-        name = _borrows_lorakit(f)
-        if name:
-            fail(msg, f"{f.__qualname__} uses {name} from lorakit")
-    layer = _layer(cls, random=False)
-    inside = [n for n, m in layer.named_modules() if isinstance(m, AdapterLinear)]
-    if inside:
-        fail(msg, f"the layer contains lorakit layers: {inside}")
+    assert_own_implementation(cls, "LoRA", lambda: _layer(cls, random=False), (merge_fn,))
 
 
 CHECKS: dict[str, Callable] = {
@@ -291,16 +254,4 @@ def report(cls: type, merge_fn: Callable | None = None, verbose: bool = True) ->
     checks = dict(CHECKS)
     if merge_fn is not None:
         checks["merge"] = lambda c: check_merge(c, merge_fn)
-    results: dict[str, str | None] = {}
-    for name, check in checks.items():
-        try:
-            check(cls)
-            results[name] = None
-        except AssertionError as e:
-            results[name] = str(e)
-    if verbose:
-        width = max(map(len, results))
-        for name, msg in results.items():
-            mark = "PASS" if msg is None else "FAIL"
-            print(f"{mark}  {name:<{width}}" + ("" if msg is None else "  " + msg.replace("\n", "\n" + " " * (width + 8))))
-    return results
+    return run_checks(checks, cls, verbose)

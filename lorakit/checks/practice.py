@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from . import lora
+from . import _probe, lora
 from ._probe import (build, call, close, fail, find_base, forward, make_base, randn,
                      randomize_adapters, seeded)
 
@@ -263,16 +263,4 @@ def report(cls: type | None = None, count_fn: Callable | None = None,
         checks["count"] = lambda _: check_count_params(count_fn)
     if cls is not None:
         checks.update(LAYER_CHECKS)
-    results: dict[str, str | None] = {}
-    for name, check in checks.items():
-        try:
-            check(cls)
-            results[name] = None
-        except AssertionError as e:
-            results[name] = str(e)
-    if verbose and results:
-        width = max(map(len, results))
-        for name, msg in results.items():
-            mark = "PASS" if msg is None else "FAIL"
-            print(f"{mark}  {name:<{width}}" + ("" if msg is None else "  " + msg.replace("\n", "\n" + " " * (width + 8))))
-    return results
+    return _probe.run_checks(checks, cls, verbose)

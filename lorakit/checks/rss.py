@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Callable
 
 from . import _conditioned as _c
+from ._probe import run_checks
 
 VARIANT = _c.RSS
 
@@ -120,4 +121,4 @@ def report(cls: type, merge_fn: Callable | None = None, verbose: bool = True) ->
     checks = dict(CHECKS)
     if merge_fn is not None:
         checks["merge"] = lambda c: check_merge(c, merge_fn)
-    return _c.run_report(checks, cls, merge_fn, verbose)
+    return run_checks(checks, cls, verbose)
