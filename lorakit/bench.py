@@ -15,7 +15,10 @@ Time. All cases of one group (same shape, rank, tokens, dtype, device) are built
 process and timed *interleaved*: after warm-up steps, each repetition runs every case once,
 in an order rotated (and reversed every other time) from one repetition to the next, so drift
 and cache effects hit every case alike. The table reports the median over the repetitions.
-On CUDA each step is bracketed by ``torch.cuda.synchronize()``.
+On CUDA each step is bracketed by ``torch.cuda.synchronize()``. On Linux every row also
+records ``others_cpu``: the share of the machine's CPU time that *other* processes used while
+that case's steps were timed (from /proc/stat and /proc/self/stat); on a shared machine it says
+how far to trust the row (a few % is quiet; tens of % means the timing was disturbed).
 
 Peak memory (``peak_mb``): the memory a step allocates on top of what exists before it
 (weights, x, g): activations, temporaries, gradients.
@@ -95,11 +98,9 @@ SEQ = 512            # tokens are laid out as (tokens // SEQ, SEQ) when tokens >
 MODES: dict[str, dict[str, Any]] = {
     # quick: one thread, so that a busy CI machine does not turn OpenMP's waits into seconds
     "quick": {"shapes": [(128, 128), (128, 192)], "ranks": [4], "tokens": [128], "reps": 3,
-              "budget": 0.0,
-              "warmup": 1, "cases": ALL_CASES, "threads": 1},
+              "budget": 0.0, "warmup": 1, "cases": ALL_CASES, "threads": 1},
     "targets": {"shapes": [(4096, 4096)], "ranks": [16], "tokens": [512, 4096], "reps": 9,
-                "budget": 10.0,
-                "warmup": 2, "cases": TARGET_CASES},
+                "budget": 10.0, "warmup": 2, "cases": TARGET_CASES},
     "full": {"shapes": [(1024, 1024), (4096, 4096), (4096, 11008)], "ranks": [8, 16, 64],
              "tokens": [512, 4096], "reps": 5, "budget": 2.0, "warmup": 1, "cases": ALL_CASES},
 }
@@ -239,15 +240,48 @@ def time_interleaved(cases: list[Built], inputs: dict, device: torch.device, rep
     if budget_s and round_s > 0:
         reps = max(reps, min(max_reps, int(budget_s * n / round_s)))
     times: dict[tuple[str, str], list[float]] = {c.key: [] for c in cases}
+    others: dict[tuple[str, str], list[float]] = {c.key: [] for c in cases}
     for i in range(reps):
         order = cases[i % n:] + cases[:i % n]          # rotate: every case in every slot
         for c in (order if i % 2 == 0 else order[::-1]):
             _sync(device)
+            busy0 = _cpu_ticks()
             start = time.perf_counter()
             _step(c, inputs)
             _sync(device)
             times[c.key].append(time.perf_counter() - start)
+            busy1 = _cpu_ticks()
+            if busy0 and busy1:
+                others[c.key].append(max(0, (busy1[0] - busy0[0]) - (busy1[1] - busy0[1])))
+    OTHERS_CPU.clear()
+    for key, ticks in others.items():      # share of the machine's CPU time other processes used
+        if ticks:
+            capacity = sum(times[key]) * _TICKS_PER_S * (os.cpu_count() or 1)
+            # fewer than 100 ticks of capacity: too coarse to say anything (None)
+            OTHERS_CPU[key] = min(1.0, sum(ticks) / capacity) if capacity >= 100 else None
     return times
+
+
+# other processes' share of the CPUs during each case's timed steps (Linux; see _cpu_ticks)
+OTHERS_CPU: dict[tuple[str, str], float | None] = {}
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(busy ticks of the whole machine, ticks of this process) from /proc; None elsewhere.
+
+    Their difference over a step is the CPU time other processes took meanwhile: a measure of
+    how much the timing was disturbed (resolution 1/CLK_TCK, 10 ms).
+    """
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()[1:]
+        user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+        with open("/proc/self/stat") as f:
+            own = f.read().rsplit(")", 1)[1].split()
+        return user + nice + system + irq + softirq + steal, int(own[11]) + int(own[12])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 _LIBC = None
@@ -345,7 +379,8 @@ def run_group(in_features: int, out_features: int, rank: int, tokens: int, dtype
             "tokens": tokens, "batch": batch, "dtype": str(dtype).replace("torch.", ""),
             "device": device.type, "reps": len(ts),
             "median_ms": statistics.median(ts) * 1e3, "min_ms": min(ts) * 1e3,
-            "max_ms": max(ts) * 1e3, "peak_mb": peaks.get(key),
+            "max_ms": max(ts) * 1e3, "others_cpu": OTHERS_CPU.get(key),
+            "peak_mb": peaks.get(key),
         })
     if memory and device.type == "cpu":
         spec = {"in": in_features, "out": out_features, "rank": rank, "tokens": tokens,
@@ -500,14 +535,15 @@ def format_table(rows: list[dict]) -> str:
                          f"({r['batch']}x{r['tokens'] // r['batch']})  {r['dtype']}  {r['device']}"
                          f"  ({r['reps']} reps)")
             lines.append(f"  {'case':26s} {'ms':>9s} {'overhead':>9s} "
-                         f"{'ratio':>7s}  {'peer':19s} {'peak MB':>8s} {'extra MB':>9s}")
+                         f"{'ratio':>7s}  {'peer':19s} {'peak MB':>8s} {'extra MB':>9s} "
+                         f"{'others':>6s}")
             last = head
         case = f"{r['method']}/{r['implementation']}"
         lines.append(
             f"  {case:26s} {r['median_ms']:9.2f} "
             f"{_fmt(r['overhead'], '+9.1%'):>9s} {_fmt(r['ratio'], '7.3f'):>7s}  "
             f"{r['peer'] or '':19s} {_fmt(r['peak_mb'], '8.2f'):>8s} "
-            f"{_fmt(r['extra_peak_mb'], '+9.2f'):>9s}")
+            f"{_fmt(r['extra_peak_mb'], '+9.2f'):>9s} {_fmt(r.get('others_cpu'), '6.0%'):>6s}")
     return "\n".join(lines)
 
 
@@ -550,13 +586,15 @@ def markdown(result: dict) -> str:
                        f"{'yes' if t['met'] else '**no**'} |")
         out.append("")
     out += ["| shape | r | tokens | dtype | device | case | median ms | overhead | ratio | peer "
-            "| peak MB | extra MB |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| peak MB | extra MB | others' CPU |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         out.append(f"| {r['shape']} | {r['rank']} | {r['tokens']} | {r['dtype']} | "
                    f"{r['device']} | {r['method']}/{r['implementation']} | "
                    f"{r['median_ms']:.1f} | {_fmt(r['overhead'], '+.1%')} | "
                    f"{_fmt(r['ratio'], '.3f')} | {r['peer'] or '-'} | "
-                   f"{_fmt(r['peak_mb'], '.1f')} | {_fmt(r['extra_peak_mb'], '+.1f')} |")
+                   f"{_fmt(r['peak_mb'], '.1f')} | {_fmt(r['extra_peak_mb'], '+.1f')} | "
+                   f"{_fmt(r.get('others_cpu'), '.0%')} |")
     return "\n".join(out) + "\n"
 
 
@@ -686,6 +724,9 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
                     rows += group
                     if mode != "quick":
                         log(format_table(group).lstrip("\n"))
+                        if args.json:    # a long run keeps what it has measured so far
+                            _write_json(args.json, {"mode": mode, "partial": True,
+                                                    "machine": info, "rows": rows})
     specs = [r.pop("_spec") for r in rows if "_spec" in r]
     if specs:               # quick: one memory worker for every group (a process start is slow)
         measure_cpu_peaks(rows, specs)
@@ -707,14 +748,20 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict:
     result = {"mode": mode, "machine": info, "reps": reps, "budget_s": budget, "warmup": warmup,
               "memory_method": memory_desc, "rows": rows, "targets": targets}
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        _write_json(args.json, result)
         log(f"wrote {args.json}")
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(markdown(result))
         log(f"wrote {args.markdown}")
     return result
+
+
+def _write_json(path: str, result: dict) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:

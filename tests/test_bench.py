@@ -14,7 +14,7 @@ from lorakit import bench
 
 ROW_KEYS = {"method", "implementation", "shape", "in_features", "out_features", "rank", "tokens",
             "batch", "dtype", "device", "reps", "median_ms", "min_ms", "max_ms", "peak_mb",
-            "peer", "ratio", "overhead", "extra_peak_mb"}
+            "peer", "ratio", "overhead", "extra_peak_mb", "others_cpu"}
 
 
 def _has_peft():
@@ -61,6 +61,7 @@ def test_quick_rows_have_every_key(quick):
         assert row["reps"] == result["reps"] == bench.MODES["quick"]["reps"]
         assert 0 < row["min_ms"] <= row["median_ms"] <= row["max_ms"]
         assert row["batch"] * min(row["tokens"], bench.SEQ) == row["tokens"]
+        assert row["others_cpu"] is None or 0 <= row["others_cpu"] <= 1
     for key in ("date", "cpu", "torch", "torch_threads", "loadavg_start", "loadavg_end"):
         assert key in result["machine"]
     assert result["mode"] == "quick"
