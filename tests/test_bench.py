@@ -5,6 +5,7 @@ there, every key is filled in, and every derived number is computed from the rig
 """
 import json
 import math
+import statistics
 import subprocess
 import sys
 
@@ -14,7 +15,8 @@ from lorakit import bench
 
 ROW_KEYS = {"method", "implementation", "shape", "in_features", "out_features", "rank", "tokens",
             "batch", "dtype", "device", "reps", "median_ms", "min_ms", "max_ms", "peak_mb",
-            "peer", "ratio", "overhead", "extra_peak_mb", "others_cpu"}
+            "peer", "ratio", "overhead", "extra_peak_mb", "others_cpu", "times_ms",
+            "paired_ratio", "paired_overhead"}
 
 
 def _has_peft():
@@ -84,6 +86,16 @@ def test_quick_ratios_use_the_right_peer(quick):
                 assert math.isclose(row["ratio"], row["median_ms"] / rows[peer_key]["median_ms"])
             assert math.isclose(row["overhead"], row["median_ms"] / lin["median_ms"] - 1,
                                 abs_tol=1e-12)
+            # paired: the median of the per-repetition ratios (times in repetition order)
+            assert len(row["times_ms"]) == row["reps"] == len(lin["times_ms"])
+            want = statistics.median(a / b for a, b in zip(row["times_ms"], lin["times_ms"]))
+            assert math.isclose(row["paired_overhead"], want - 1, abs_tol=1e-12)
+            if peer_key is not None:
+                peer = rows[peer_key]
+                want = statistics.median(a / b for a, b in zip(row["times_ms"], peer["times_ms"]))
+                assert math.isclose(row["paired_ratio"], want)
+            else:
+                assert row["paired_ratio"] is None
             if row["peak_mb"] is None:
                 assert row["extra_peak_mb"] is None
             else:
@@ -146,6 +158,20 @@ def test_add_ratios_and_targets_on_known_numbers():
     dora_m = targets[(2, "DoRA extra peak memory <= 0.5 x PEFT DoRA's")]
     assert dora_m["met"] is True and dora_m["peft_extra_peak_mb"] == 40.0
     assert targets[(2, "lora_merged <= 1.02 x nn.Linear")]["met"] is True
+
+
+def test_targets_use_the_paired_estimate_when_there_are_times():
+    # rep 2 is slow for every case (a busy machine): the medians say lorakit is 10% slower
+    # than nn.Linear, the paired ratios (the same repetition) say 1%
+    lin = _row("linear", "torch", 100.0, 10.0)
+    merged = _row("lora_merged", "lorakit", 110.0, 10.0)
+    lin["times_ms"] = [100.0, 100.0, 200.0, 200.0, 200.0]
+    merged["times_ms"] = [101.0, 101.0, 202.0, 202.0, 202.0]
+    rows = bench.add_ratios([lin, merged])
+    assert math.isclose(rows[1]["paired_overhead"], 0.01)
+    (t,) = bench.check_targets(rows)
+    assert t["estimator"] == "paired" and t["met"] is True
+    assert math.isclose(t["time_ratio"], 1.01) and math.isclose(t["time_ratio_of_medians"], 1.1)
 
 
 def test_cli_rejects_unknown_case():

@@ -202,3 +202,44 @@ def test_lora_with_a_trainable_base_gets_every_gradient():
     want = torch.autograd.grad(reference(layer, x), params, g)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["dora", "hylorada", "hylorada_v2"])
+def test_dora_family_takes_the_fused_path_only_when_it_may(name):
+    layer = _make(name)
+    x = torch.randn(2, 3, IN, requires_grad=True)
+    extra = _extra(name, x)
+    assert any("DoRALinearFunction" in n for n in _grad_fn_names(layer(x, *extra)))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not any("DoRALinearFunction" in n for n in _grad_fn_names(layer(x, *extra)))
+    layer.dropout_p, layer.dropout = 0.5, nn.Dropout(0.5)
+    assert not any("DoRALinearFunction" in n for n in _grad_fn_names(layer.train()(x, *extra)))
+    assert any("DoRALinearFunction" in n for n in _grad_fn_names(layer.eval()(x, *extra)))
+
+
+@pytest.mark.parametrize("name", ["dora", "hylorada_v2"])
+def test_dora_family_with_a_trainable_base_and_second_order(name):
+    layer = _make(name)
+    layer.base_layer.requires_grad_(True)
+    x = torch.randn(2, 3, IN, requires_grad=True)
+    extra = _extra(name, x)
+    params = [x] + [p for p in layer.parameters() if p.requires_grad]
+    g = torch.randn(2, 3, OUT)
+    got = torch.autograd.grad(layer(x, *extra), params, g, create_graph=True)
+    want = torch.autograd.grad(reference(layer, x, *extra), params, g, create_graph=True)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # second order: d/dx of the squared gradient of A, through both backward passes
+    i = next(k for k, p in enumerate(params) if p is layer.lora_A)
+    d2_got, = torch.autograd.grad(got[i].square().sum(), x)
+    d2_want, = torch.autograd.grad(want[i].square().sum(), x)
+    torch.testing.assert_close(d2_got, d2_want, rtol=1e-4, atol=1e-5)
+
+
+def test_column_dot_in_blocks():
+    from lorakit.layers.fused import _column_dot
+    g, z = torch.randn(37, 5), torch.randn(37, 5)
+    for block in (1, 7, 5 * 37, 1 << 20):
+        torch.testing.assert_close(_column_dot(g, z, block), (g * z).sum(0))
+    gb, zb = g.bfloat16(), z.bfloat16()
+    assert _column_dot(gb, zb).dtype == torch.float32

@@ -19,7 +19,9 @@ the cache's key, W's data pointer and version, is Python state that dynamo canno
 
 Speed: x is flattened to (N, in); W x is one matmul, s·B(Ax) is accumulated into it by one
 addmm (scaling as alpha), then one multiply by m / n and an in-place bias add: the adapter keeps
-one (N, out) tensor (W x + s B A x, saved for the gradient of m) beyond the output.
+one (N, out) tensor (W x + s B A x, saved for the gradient of m) beyond the output. Without
+dropout or autocast, ``fused.dora_linear`` does this with a backward that allocates one
+(N, out) tensor (c ⊙ g) where autograd would allocate three.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from torch import nn
 
 from .base import (AdapterLinear, MergeStateError, add_low_rank, check_positive,
                    check_probability, compiling)
+from .fused import autocast_active, dora_linear
 
 
 class DoRALinear(AdapterLinear):
@@ -148,10 +151,17 @@ def _rescaled_forward(layer: DoRALinear, x: torch.Tensor, scale: torch.Tensor,
     """
     W, b = layer.base_layer.weight, layer.base_layer.bias
     x2 = x.reshape(-1, layer.in_features)                      # (N, in)
+    f = None if factor is None else factor.reshape(-1, 1)      # (N, 1)
+    if not (layer.training and layer.dropout_p > 0) and not autocast_active(x.device.type) \
+            and all(t is None or t.dtype == x.dtype
+                    for t in (W, b, layer.lora_A, layer.lora_B, scale, f)):
+        # the same, with a backward that allocates one (N, out) tensor instead of three
+        y = dora_linear(x2, W, b, layer.lora_A, layer.lora_B, layer.scaling, scale, f)
+        return y.view(*x.shape[:-1], layer.out_features)
     xd = layer.dropout(x2)
     h = F.linear(xd, layer.lora_A)                             # (N, r)
-    if factor is not None:
-        h = h * factor.reshape(-1, 1)                          # (N, r) * (N, 1)
+    if f is not None:
+        h = h * f                                              # (N, r) * (N, 1)
     if xd is x2:     # no dropout active: one matmul with W
         z = add_low_rank(F.linear(x2, W), h, layer.lora_B, layer.scaling, in_place=True)
         y = z * scale                                          # (N, out); z saved for dL/dm

@@ -1,4 +1,6 @@
-"""A fused forward/backward for LoRA's common training path (plain nn.Linear base, no dropout).
+"""Fused forward/backward for the layers' common training path (no dropout, no autocast).
+
+LoRA (``lora_linear``), for a plain nn.Linear base:
 
     y = x Wᵀ + b + s · (x Aᵀ) Bᵀ          x: (N, in)  W: (out, in)  A: (r, in)  B: (out, r)
 
@@ -15,6 +17,18 @@ Backward:  h = x Aᵀ (saved, (N, r)),  gB = g B (N, r),  dh = s gB
 (dW and db only when the base is trainable.) The backward is built from differentiable ops, so
 double backward works; ``setup_context`` makes it usable under torch.func transforms such as
 ``torch.func.grad``, and torch.compile traces it as one graph.
+
+DoRA and HyLoRADA (``dora_linear``): with c the row factor (m / n for DoRA, (out,)) and f an
+optional per-position factor (HyLoRADA v2, (N, 1)),
+
+    z = x Wᵀ + s · (f ⊙ x Aᵀ) Bᵀ      y = c ⊙ z + b                           z: (N, out)
+
+z is saved (c's gradient needs it); beyond that the backward allocates only dz = c ⊙ g:
+dL/dc = Σ_N g ⊙ z is summed in row chunks (no (N, out) product), and dL/dx = dz W + dh A is
+written into one buffer, as for LoRA:
+
+    dz = c ⊙ g,  dhf = s dz B,  dB = s dzᵀ (f ⊙ h),  df = Σ_r dhf ⊙ h,  dh = f ⊙ dhf,
+    dA = dhᵀ x,  dx = dz W + dh A,  dc = Σ_N g ⊙ z   (h = x Aᵀ, saved)
 """
 from __future__ import annotations
 
@@ -36,6 +50,7 @@ class LoRALinearFunction(torch.autograd.Function):
         x, W, b, A, B, scaling = inputs
         _, h = output
         ctx.mark_non_differentiable(h)
+        ctx.set_materialize_grads(False)    # no zero tensor for h's (absent) gradient
         ctx.save_for_backward(x, W, A, B, h)
         ctx.scaling = scaling
 
@@ -45,6 +60,8 @@ class LoRALinearFunction(torch.autograd.Function):
         s = ctx.scaling
         need_x, need_w, need_b, need_a, need_bb, _ = ctx.needs_input_grad
         dx = dW = db = dA = dB = None
+        if g is None:                                         # y took no part in the loss
+            return dx, dW, db, dA, dB, None
         dh = (g @ B) * s if (need_x or need_a) else None      # (N, r)
         if need_x:
             dx = torch.mm(g, W).addmm_(dh, A)                 # (N, in), one buffer
@@ -63,6 +80,74 @@ def lora_linear(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, A: tor
                 B: torch.Tensor, scaling: float) -> torch.Tensor:
     """x Wᵀ + b + scaling · (x Aᵀ) Bᵀ for x (N, in), with the fused backward above."""
     return LoRALinearFunction.apply(x, W, b, A, B, scaling)[0]
+
+
+class DoRALinearFunction(torch.autograd.Function):
+    """(y, z, h) = (c ⊙ z + b, x Wᵀ + s (f ⊙ h) Bᵀ, x Aᵀ); z and h only to be saved."""
+
+    @staticmethod
+    def forward(x, W, b, A, B, scaling, c, f):
+        h = F.linear(x, A)                                    # (N, r)
+        hf = h if f is None else h * f                        # (N, r)
+        z = F.linear(x, W).addmm_(hf, B.t(), alpha=scaling)   # (N, out)
+        y = z * c                                             # (N, out)
+        if b is not None:
+            y.add_(b)
+        return y, z, h
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, W, b, A, B, scaling, c, f = inputs
+        _, z, h = output
+        ctx.mark_non_differentiable(z, h)
+        ctx.set_materialize_grads(False)    # else z's absent gradient becomes an (N, out) zeros
+        ctx.save_for_backward(x, W, A, B, c, f, z, h)
+        ctx.scaling = scaling
+
+    @staticmethod
+    def backward(ctx, g, _grad_z, _grad_h):
+        x, W, A, B, c, f, z, h = ctx.saved_tensors
+        s = ctx.scaling
+        need_x, need_w, need_b, need_a, need_bb, _, need_c, need_f = ctx.needs_input_grad
+        dx = dW = db = dA = dB = dc = df = None
+        if g is None:                                         # y took no part in the loss
+            return dx, dW, db, dA, dB, None, dc, df
+        if need_c:
+            dc = _column_dot(g, z).to(c.dtype)                # (out,)
+        dz = g * c                                            # (N, out)
+        hf = h if f is None else h * f                        # (N, r)
+        dhf = (dz @ B) * s                                    # (N, r)
+        dh = dhf if f is None else dhf * f                    # (N, r)
+        if need_f:
+            df = (dhf * h).sum(-1, keepdim=True)              # (N, 1)
+        if need_x:
+            dx = torch.mm(dz, W).addmm_(dh, A)                # (N, in), one buffer
+        if need_w:
+            dW = dz.t() @ x                                   # (out, in)
+        if need_b:
+            db = g.sum(0)                                     # (out,)
+        if need_a:
+            dA = dh.t() @ x                                   # (r, in)
+        if need_bb:
+            dB = (dz.t() @ hf) * s                            # (out, r)
+        return dx, dW, db, dA, dB, None, dc, df
+
+
+def _column_dot(g: torch.Tensor, z: torch.Tensor, block: int = 1 << 20) -> torch.Tensor:
+    """Σ_N g ⊙ z for (N, out) tensors, in float32, summed over row blocks of about ``block``
+    elements: never an (N, out) temporary."""
+    rows = max(1, block // max(1, g.shape[1]))
+    total = torch.zeros(g.shape[1], dtype=torch.float32, device=g.device)
+    for i in range(0, g.shape[0], rows):
+        total += (g[i:i + rows] * z[i:i + rows]).sum(0, dtype=torch.float32)
+    return total
+
+
+def dora_linear(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, A: torch.Tensor,
+                B: torch.Tensor, scaling: float, c: torch.Tensor,
+                f: torch.Tensor | None = None) -> torch.Tensor:
+    """c ⊙ (x Wᵀ + scaling · (f ⊙ x Aᵀ) Bᵀ) + b for x (N, in), with the fused backward above."""
+    return DoRALinearFunction.apply(x, W, b, A, B, scaling, c, f)[0]
 
 
 def autocast_active(device_type: str) -> bool:
