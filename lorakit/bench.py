@@ -38,7 +38,8 @@ Peak memory (``peak_mb``): the memory a step allocates on top of what exists bef
   Windows) ``peak_mb`` is null.
 
 Each case has a *peer* (``PEERS``): lorakit's LoRA/DoRA against PEFT's, PEFT's and the merged
-layers against the frozen ``nn.Linear``, bilinear/RSS against lorakit's LoRA, HyLoRADA against
+layers against the frozen ``nn.Linear``, a control (a second, identical ``nn.Linear``: an A/A
+test whose overhead is the group's noise floor) against the first, bilinear/RSS against lorakit's LoRA, HyLoRADA against
 lorakit's DoRA. ``ratio`` = median time ÷ the peer's; ``overhead`` = median time ÷ the
 nn.Linear's − 1; ``extra_peak_mb`` = peak_mb − the nn.Linear's. The ``targets`` section of the
 JSON checks the targets of the performance issue in every group it finds (``official`` marks
@@ -70,9 +71,13 @@ from torch import nn
 # the cases
 # --------------------------------------------------------------------------------------------
 LINEAR = ("linear", "torch")
+# a second nn.Linear, identical to the first: its "overhead" is the group's noise floor (an
+# A/A test), the size of difference the timing cannot resolve
+CONTROL = ("linear_control", "torch")
 # (method, implementation) -> its peer (method, implementation); None: the reference itself
 PEERS: dict[tuple[str, str], tuple[str, str] | None] = {
     LINEAR: None,
+    CONTROL: LINEAR,
     ("lora", "peft"): LINEAR,
     ("lora", "lorakit"): ("lora", "peft"),
     ("dora", "peft"): LINEAR,
@@ -87,7 +92,7 @@ PEERS: dict[tuple[str, str], tuple[str, str] | None] = {
     ("dora_merged", "peft"): LINEAR,
 }
 ALL_CASES = tuple(PEERS)
-TARGET_CASES = (LINEAR, ("lora", "lorakit"), ("lora", "peft"), ("dora", "lorakit"),
+TARGET_CASES = (LINEAR, CONTROL, ("lora", "lorakit"), ("lora", "peft"), ("dora", "lorakit"),
                 ("dora", "peft"), ("lora_merged", "lorakit"), ("dora_merged", "lorakit"))
 
 COND_DIM = 8         # length of p for the bilinear/RSS layers
@@ -99,8 +104,8 @@ MODES: dict[str, dict[str, Any]] = {
     # quick: one thread, so that a busy CI machine does not turn OpenMP's waits into seconds
     "quick": {"shapes": [(128, 128), (128, 192)], "ranks": [4], "tokens": [128], "reps": 3,
               "budget": 0.0, "warmup": 1, "cases": ALL_CASES, "threads": 1},
-    "targets": {"shapes": [(4096, 4096)], "ranks": [16], "tokens": [512, 4096], "reps": 9,
-                "budget": 10.0, "warmup": 2, "cases": TARGET_CASES},
+    "targets": {"shapes": [(4096, 4096)], "ranks": [16], "tokens": [512, 4096], "reps": 15,
+                "budget": 20.0, "warmup": 2, "cases": TARGET_CASES},
     "full": {"shapes": [(1024, 1024), (4096, 4096), (4096, 11008)], "ranks": [8, 16, 64],
              "tokens": [512, 4096], "reps": 5, "budget": 2.0, "warmup": 1, "cases": ALL_CASES},
 }
@@ -153,7 +158,7 @@ def build_case(key: tuple[str, str], base: nn.Linear, rank: int) -> Built:
     alpha = 2.0 * rank
     b = copy.deepcopy(base)
     x_only = lambda m, inp: m(inp["x"])  # noqa: E731
-    if key == LINEAR:
+    if key in (LINEAR, CONTROL):
         return Built(key, b, x_only)
     if impl == "peft":
         layer = _peft_linear(b, rank, alpha, dora=method.startswith("dora"))
@@ -509,7 +514,7 @@ def check_targets(rows: list[dict]) -> list[dict]:
     out = []
     groups: dict[tuple, dict[tuple[str, str], dict]] = {}
     for r in rows:
-        if r["method"] == "linear":
+        if (r["method"], r["implementation"]) in (LINEAR, CONTROL):
             continue
         gk = _group_key(r) + (r["rank"],)
         groups.setdefault(gk, {})[(r["method"], r["implementation"])] = r
@@ -518,8 +523,11 @@ def check_targets(rows: list[dict]) -> list[dict]:
                     and rank == TARGET_GROUP["rank"] and t in TARGET_GROUP["tokens"]
                     and dt == "float32" and dev == "cpu")
         paired = all(r.get("paired_overhead") is not None for r in g.values())
+        ctrl = next((r for r in rows if (r["method"], r["implementation"]) == CONTROL
+                     and _group_key(r) == (i, o, t, dt, dev) and r["rank"] == rank), None)
         where = {"shape": f"{i}x{o}", "rank": rank, "tokens": t, "dtype": dt, "device": dev,
-                 "official": official, "estimator": "paired" if paired else "medians"}
+                 "official": official, "estimator": "paired" if paired else "medians",
+                 "control_overhead": ov(ctrl) if ctrl else None}
         lk, pf = g.get(("lora", "lorakit")), g.get(("lora", "peft"))
         if lk and pf:
             out.append({**where, "target": "LoRA overhead <= 10% and <= PEFT LoRA's",
@@ -588,7 +596,8 @@ def format_targets(targets: list[dict]) -> str:
         star = "*" if t["official"] else " "
         lines.append(f"{star} {t['shape']:>10s} r={t['rank']:<3d} T={t['tokens']:<5d} "
                      f"{t['dtype']:8s} {t['device']:4s} {t['target']:44s} {val:44s} "
-                     f"{'met' if t['met'] else 'NOT MET'}")
+                     f"{'met' if t['met'] else 'NOT MET':7s}  A/A "
+                     f"{_fmt(t.get('control_overhead'), '+.1%')}")
     return "\n".join(lines)
 
 
@@ -611,14 +620,16 @@ def markdown(result: dict) -> str:
            "interleaved repetitions per case (more for fast cases, see each row's `reps`).", ""]
     if result["targets"]:
         out += ["Times: the paired estimate (median over repetitions of time ÷ the peer's time "
-                "in the same repetition) [the ratio of the medians].", "",
-                "| shape | r | tokens | dtype | device | target | lorakit | PEFT | met |",
-                "|---|---|---|---|---|---|---|---|---|"]
+                "in the same repetition) [the ratio of the medians]. A/A: the overhead measured "
+                "for a second, identical nn.Linear in the same group, i.e. the timing's noise.",
+                "", "| shape | r | tokens | dtype | device | target | lorakit | PEFT | met | A/A |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for t in result["targets"]:
             a, b = _target_values(t)
             out.append(f"| {t['shape']} | {t['rank']} | {t['tokens']} | {t['dtype']} | "
                        f"{t['device']} | {t['target']} | {a} | {b} | "
-                       f"{'yes' if t['met'] else '**no**'} |")
+                       f"{'yes' if t['met'] else '**no**'} | "
+                       f"{_fmt(t.get('control_overhead'), '+.1%')} |")
         out.append("")
     out += ["| shape | r | tokens | dtype | device | case | median ms | overhead | paired "
             "| ratio | peer | peak MB | extra MB | others' CPU |",

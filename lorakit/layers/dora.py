@@ -76,13 +76,14 @@ class DoRALinear(AdapterLinear):
     def weight_norm(self) -> torch.Tensor:
         """n_i = ‖W_i + s (BA)_i‖ in float32, shape (out,), never forming BA."""
         W, A, B, s = self.base_layer.weight, self.lora_A, self.lora_B, self.scaling
+        # ‖W_i + s(BA)_i‖² = ‖W_i‖² + 2s <W_i, (BA)_i> + s² ‖(BA)_i‖²
+        #                  = ‖W_i‖² + <B_i, 2s (W Aᵀ)_i + s² (B A Aᵀ)_i>
         WAt = (W @ A.T).float()                               # (out, r)
         Bf = B.float()                                        # (out, r)
         AAt = (A @ A.T).float()                               # (r, r)
-        cross = (Bf * WAt).sum(dim=1)                         # <W_i, (BA)_i>
-        ba_sq = ((Bf @ AAt) * Bf).sum(dim=1)                  # ‖(BA)_i‖²
-        n_sq = self._weight_sq_norm() + 2 * s * cross + s * s * ba_sq
-        return n_sq.clamp_min(0).sqrt().clamp_min(self.eps)
+        M = torch.addmm(WAt, Bf, AAt, beta=2 * s, alpha=s * s)  # (out, r)
+        n_sq = torch.linalg.vecdot(Bf, M).add_(self._weight_sq_norm())   # (out,)
+        return n_sq.clamp_min_(0).sqrt_().clamp_min_(self.eps)
 
     def scale(self) -> torch.Tensor:
         """m / n in float32, (out,); gradients reach m only."""
@@ -153,7 +154,7 @@ def _rescaled_forward(layer: DoRALinear, x: torch.Tensor, scale: torch.Tensor,
     x2 = x.reshape(-1, layer.in_features)                      # (N, in)
     f = None if factor is None else factor.reshape(-1, 1)      # (N, 1)
     if not (layer.training and layer.dropout_p > 0) and not autocast_active(x.device.type) \
-            and all(t is None or t.dtype == x.dtype
+            and not compiling() and all(t is None or t.dtype == x.dtype
                     for t in (W, b, layer.lora_A, layer.lora_B, scale, f)):
         # the same, with a backward that allocates one (N, out) tensor instead of three
         y = dora_linear(x2, W, b, layer.lora_A, layer.lora_B, layer.scaling, scale, f)
@@ -164,10 +165,11 @@ def _rescaled_forward(layer: DoRALinear, x: torch.Tensor, scale: torch.Tensor,
         h = h * f                                              # (N, r) * (N, 1)
     if xd is x2:     # no dropout active: one matmul with W
         z = add_low_rank(F.linear(x2, W), h, layer.lora_B, layer.scaling, in_place=True)
-        y = z * scale                                          # (N, out); z saved for dL/dm
-        if b is not None:
-            y = y.add_(b) if y.dtype == b.dtype else y + b     # (N, out)
+        y = z * scale.to(z.dtype)                              # (N, out); z saved for dL/dm
+        if b is not None:       # in z's dtype, as nn.Linear's output is under autocast
+            y = y.add_(b.to(y.dtype))                          # (N, out)
     else:
         lora = F.linear(h, layer.lora_B) * layer.scaling       # (N, out)
-        y = layer.base_layer(x2) + (scale - 1) * F.linear(xd, W) + scale * lora
+        c = scale.to(lora.dtype)
+        y = layer.base_layer(x2) + (c - 1) * F.linear(xd, W) + c * lora
     return y.view(*x.shape[:-1], layer.out_features)
