@@ -45,7 +45,12 @@ def run_notebook(path: Path, cell_timeout: int = 600) -> dict:
         client.execute()
     except Exception as exc:   # CellExecutionError, timeouts, a dead kernel: report, go on
         error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
-    return {"notebook": str(path), "seconds": time.perf_counter() - start, "error": error}
+    seconds = time.perf_counter() - start
+    try:
+        path = path.resolve().relative_to(REPO)       # repository-relative in the JSON
+    except ValueError:
+        pass
+    return {"notebook": str(path), "seconds": seconds, "error": error}
 
 
 def verdict(result: dict, limit: float) -> str:
@@ -84,8 +89,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"limit_s": args.limit, "python": platform.python_version(),
+                       "date": time.strftime("%Y-%m-%d"), "machine": _machine(),
                        "results": results, "total_s": total}, f, indent=1)
     return 1 if bad else 0
+
+
+def _machine() -> str:
+    """CPU model, core count and torch version: what the times depend on."""
+    import os
+
+    import torch
+
+    from .bench import _cpu_model
+    return f"{_cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 if __name__ == "__main__":

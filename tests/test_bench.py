@@ -177,3 +177,26 @@ def test_targets_use_the_paired_estimate_when_there_are_times():
 def test_cli_rejects_unknown_case():
     with pytest.raises(SystemExit):
         bench.parse_args(["--cases", "nope/none"])
+
+
+@pytest.mark.parametrize("name, mode, device", [("cpu-targets", "targets", "cpu"),
+                                                ("cpu-full", "full", "cpu"),
+                                                ("h100-full", "full", "cuda")])
+def test_shipped_results_are_complete(name, mode, device):
+    """The results the README quotes: every case of every group of their mode, every key,
+    the targets checked (the numbers themselves are what they are: no timing is asserted)."""
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.json"
+    result = json.loads(path.read_text())
+    cfg = bench.MODES[mode]
+    assert result["mode"] == mode and "partial" not in result
+    groups = {}
+    for row in result["rows"]:
+        assert set(row) == ROW_KEYS, set(row) ^ ROW_KEYS
+        assert row["device"] == device and row["peak_mb"] is not None
+        groups.setdefault(_group(row), set()).add((row["method"], row["implementation"]))
+    dtypes = 2 if device == "cuda" else 1
+    assert len(groups) == len(cfg["shapes"]) * len(cfg["ranks"]) * len(cfg["tokens"]) * dtypes
+    assert all(cases == set(cfg["cases"]) for cases in groups.values())
+    assert result["targets"] == bench.check_targets(result["rows"])
+    assert result["machine"]["date"] and (device == "cpu") == (result["machine"]["cuda"] is None)
