@@ -150,7 +150,6 @@ def test_dora_step_never_allocates_an_out_by_in_matrix():
 @pytest.mark.parametrize("dora", [False, True])
 def test_matches_peft_on_the_gpu(dora):
     pytest.importorskip("peft")
-    from lorakit.interop.peft import from_peft, to_peft  # noqa: F401  (interop loads on GPU)
     from peft import LoraConfig
     from peft.tuners.lora import Linear as PeftLinear
 

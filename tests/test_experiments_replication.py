@@ -1,5 +1,4 @@
 """The replication command of notebook 06: equal budgets, a causal structure prior, a quick run."""
-import pytest
 import torch
 
 from lorakit import corpus

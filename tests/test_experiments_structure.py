@@ -20,7 +20,6 @@ def test_models_start_at_the_pretrained_function_with_the_same_A(data):
     models = {m: S.code_model(m, seed=1) for m in S.CODE_METHODS}
     with torch.no_grad():
         outs = [lm(x, d) for lm in models.values()]
-        base = models["v1"].model
     for out in outs[1:]:
         torch.testing.assert_close(out, outs[0])
     As = [[p for n, p in lm.named_parameters() if n.endswith("lora_A")] for lm in models.values()]

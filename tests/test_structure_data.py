@@ -1,6 +1,5 @@
 """lorakit.structure_data: AST depth of code aligned with the byte tokenizer; periodic series."""
 import ast
-import math
 
 import pytest
 import torch

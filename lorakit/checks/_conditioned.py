@@ -679,7 +679,7 @@ def check_merge(cls, merge_fn: Callable, v: Variant) -> None:
             else:
                 why = ("Its weight is right but its bias is not: the bias must be b"
                        + (" + scaling * B S p." if v.shift else " (unchanged)."))
-            fail(f"The merged layer must compute exactly what the layer computes for that p.",
+            fail("The merged layer must compute exactly what the layer computes for that p.",
                  f"bias={bias}, p of shape ({COND},). {why}")
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
 import statistics
 import sys
 import time
@@ -38,7 +37,6 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from .. import corpus
 from ..conditioning import structure_prior
 from ..finetune import ATTENTION, lr_schedule
 from ..layers import HyLoRADALinear, HyLoRADAv2Linear
