@@ -142,6 +142,19 @@ def list_files(domain: str, split: str, root: str | os.PathLike | None = None,
     return sorted(found)
 
 
+def existing_files(domain: str, split: str, root: str | os.PathLike | None = None,
+                   packages: tuple[str, ...] | list[str] | None = None) -> list[str]:
+    """``list_files``, but a FileNotFoundError that says why when there are none."""
+    root = Path(root) if root is not None else stdlib_root()
+    files = list_files(domain, split, root, packages)
+    if not files:
+        hint = (" The adapt domain lives in the standard library's own test suite (test/), which some "
+                "Linux distributions package separately (Debian/Ubuntu: libpython3.X-testsuite); "
+                "Python from python.org, conda or pyenv includes it." if domain == "adapt" else "")
+        raise FileNotFoundError(f"no {domain}/{split} files (packages={packages}) under {root}.{hint}")
+    return files
+
+
 def load_text(domain: str, split: str, max_bytes: int | None = None,
               root: str | os.PathLike | None = None,
               packages: tuple[str, ...] | list[str] | None = None) -> str:
@@ -150,12 +163,7 @@ def load_text(domain: str, split: str, max_bytes: int | None = None,
     ``max_bytes`` cuts the UTF-8 text after that many bytes (whole files first, then the tail).
     """
     root = Path(root) if root is not None else stdlib_root()
-    files = list_files(domain, split, root, packages)
-    if not files:
-        hint = (" The adapt domain lives in the standard library's own test suite (test/), which some "
-                "Linux distributions package separately (Debian/Ubuntu: libpython3.X-testsuite); "
-                "Python from python.org, conda or pyenv includes it." if domain == "adapt" else "")
-        raise FileNotFoundError(f"no {domain}/{split} files (packages={packages}) under {root}.{hint}")
+    files = existing_files(domain, split, root, packages)
     parts, size = [], 0
     for rel in files:
         text = (root / rel).read_text(encoding="utf-8", errors="replace")

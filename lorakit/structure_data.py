@@ -140,7 +140,7 @@ def load_tokens_with_depths(domain: str, split: str, max_bytes: int | None = Non
     """
     root = Path(root) if root is not None else corpus.stdlib_root()
     chunks, dchunks, size, failed, files = [], [], 0, [], 0
-    for i, rel in enumerate(corpus.list_files(domain, split, root, packages)):
+    for i, rel in enumerate(corpus.existing_files(domain, split, root, packages)):
         text = (root / rel).read_text(encoding="utf-8", errors="replace")
         if i:
             chunks.append(b"\n\n")

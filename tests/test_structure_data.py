@@ -140,3 +140,11 @@ def test_periodic_regression_task():
     assert task.mse_of_constant_factor() > 1e-3 > task.noise_floor()
     with pytest.raises(ValueError):
         PeriodicRegression(windows=4, test_windows=4)
+
+
+def test_a_python_without_its_test_suite_gets_the_reason(tmp_path):
+    """Debian/Ubuntu ship the stdlib's test/ separately: say so, not an error from later on."""
+    (tmp_path / "json").mkdir()
+    (tmp_path / "json" / "__init__.py").write_text("x = 1\n")
+    with pytest.raises(FileNotFoundError, match="testsuite"):
+        load_tokens_with_depths("adapt", "val", root=tmp_path)
