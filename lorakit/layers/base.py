@@ -133,8 +133,9 @@ class AdapterLinear(nn.Module):
         True when the base output is private (above), no forward pre-hook could change the
         input, autocast is off (a fused function saves tensors in the dtypes it computed in),
         x and the parameters share one dtype, and torch.compile is not tracing: compiled, the
-        plain ops are traced and the compiler fuses them itself (inductor on CUDA, torch 2.11,
-        returned a zero dL/dx for the custom Function; tests/test_cuda.py checks this).
+        plain ops are traced and the compiler fuses them itself (torch 2.11 on CUDA, aot_eager
+        and inductor alike, returned a zero dL/dx for the custom Function; tests/test_cuda.py
+        checks compiled gradients on a GPU).
         """
         base = self.base_layer
         return (not compiling() and self._base_output_is_private() and not base._forward_pre_hooks

@@ -16,7 +16,9 @@ Backward:  h = x Aᵀ (saved, (N, r)),  gB = g B (N, r),  dh = s gB
            dB = s gᵀ h,   dA = dhᵀ x,   dx = g W + dh A,   dW = gᵀ x,   db = Σ_N g
 (dW and db only when the base is trainable.) The backward is built from differentiable ops, so
 double backward works; ``setup_context`` makes it usable under torch.func transforms such as
-``torch.func.grad``, and torch.compile traces it as one graph.
+``torch.func.grad``. While torch.compile traces, the layers call the plain ops instead and let
+the compiler fuse them (``AdapterLinear._can_fuse``: torch 2.11 compiled these Functions with
+a zero dL/dx on CUDA).
 
 DoRA and HyLoRADA (``dora_linear``): with c the row factor (m / n for DoRA, (out,)) and f an
 optional per-position factor (HyLoRADA v2, (N, 1)),
@@ -24,8 +26,8 @@ optional per-position factor (HyLoRADA v2, (N, 1)),
     z = x Wᵀ + s · (f ⊙ x Aᵀ) Bᵀ      y = c ⊙ z + b                           z: (N, out)
 
 z is saved (c's gradient needs it); beyond that the backward allocates one (N, out) buffer:
-it holds g ⊙ z until that is summed (by a matrix-vector product) into dL/dc, then dz = c ⊙ g; dL/dx = dz W + dh A is
-written into one (N, in) buffer, as for LoRA:
+it holds g ⊙ z until a matrix-vector product sums it into dL/dc, then dz = c ⊙ g. dL/dx =
+dz W + dh A is written into one (N, in) buffer, as for LoRA:
 
     dz = c ⊙ g,  dhf = s dz B,  dB = s dzᵀ (f ⊙ h),  df = Σ_r dhf ⊙ h,  dh = f ⊙ dhf,
     dA = dhᵀ x,  dx = dz W + dh A,  dc = Σ_N g ⊙ z   (h = x Aᵀ, saved)
