@@ -1,7 +1,7 @@
 """Performance suite: lorakit's layers against PEFT and a plain ``nn.Linear``.
 
     python -m lorakit.bench --quick              # every method on tiny shapes, in seconds (CI)
-    python -m lorakit.bench --targets            # the target cases (4096², r = 16), a few minutes
+    python -m lorakit.bench --targets            # the target cases (4096², r = 16): ~8 min on 2 cores
     python -m lorakit.bench                      # the full grid (long: see README)
     python -m lorakit.bench --json out.json      # also write one JSON row per case
     python -m lorakit.bench notebooks            # seconds per solution notebook (lorakit.notebook_times)
