@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 from autograde.submissions import load_samples
+from check_matrix import (assert_messages_teach, assert_rng_untouched,
+                          assert_verdicts_match_header, with_borrowing_check)
 from lorakit.checks import CheckFailure, _probe, dora
 from lorakit.layers import DoRALinear as Reference
 
@@ -27,13 +29,7 @@ def compile_sample(sample):
 
 
 def verdicts(cls):
-    results = dora.report(cls, verbose=False)
-    try:
-        dora.check_not_reference(cls)
-        results["not reference"] = None
-    except CheckFailure as e:
-        results["not reference"] = str(e)
-    return results
+    return with_borrowing_check(dora.report(cls, verbose=False), dora.check_not_reference, cls)
 
 
 @pytest.fixture(autouse=True)
@@ -49,13 +45,7 @@ def test_there_are_enough_samples():
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.name)
 def test_sample_verdicts(sample):
     results = verdicts(compile_sample(sample))
-    failed = sorted(name for name, msg in results.items() if msg)
-    if sample.expect == "full":
-        assert failed == [], {n: results[n] for n in failed}
-    else:
-        unknown = set(sample.fails) - set(ALL)
-        assert not unknown, f"header names unknown checks {unknown}"
-        assert failed == sorted(sample.fails), {n: results[n] for n in failed}
+    assert_verdicts_match_header(sample, results, ALL)
 
 
 def test_reference_layer_passes_all_but_the_borrowing_check():
@@ -67,10 +57,7 @@ def test_reference_layer_passes_all_but_the_borrowing_check():
 
 @pytest.mark.parametrize("sample", [s for s in SAMPLES if s.fails], ids=lambda s: s.name)
 def test_failure_messages_teach(sample):
-    """Messages are sentences about the concept, never a bare assert."""
-    for name, msg in verdicts(compile_sample(sample)).items():
-        if msg:
-            assert len(msg) > 40 and msg[0].isupper(), (name, msg)
+    assert_messages_teach(verdicts(compile_sample(sample)))
 
 
 def test_verdicts_are_deterministic():
@@ -79,12 +66,7 @@ def test_verdicts_are_deterministic():
 
 
 def test_checks_leave_the_callers_rng_alone():
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    for check in dora.CHECKS.values():
-        check(Reference)
-    assert torch.equal(torch.rand(3), expected)
+    assert_rng_untouched(lambda: [check(Reference) for check in dora.CHECKS.values()])
 
 
 def message(sample_name, check):

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 from autograde.submissions import load_samples
+from check_matrix import (assert_messages_teach, assert_rng_untouched,
+                          assert_verdicts_match_header, with_borrowing_check)
 from lorakit.checks import CheckFailure, _probe, hylorada_v2
 from lorakit.layers import HyLoRADALinear, HyLoRADAv2Linear as Reference
 
@@ -49,13 +51,8 @@ def compile_sample(sample):
 
 
 def verdicts(cls):
-    results = hylorada_v2.report(cls, verbose=False)
-    try:
-        hylorada_v2.check_not_reference(cls)
-        results["not reference"] = None
-    except CheckFailure as e:
-        results["not reference"] = str(e)
-    return results
+    return with_borrowing_check(hylorada_v2.report(cls, verbose=False),
+                                hylorada_v2.check_not_reference, cls)
 
 
 @pytest.fixture(autouse=True)
@@ -71,13 +68,7 @@ def test_there_are_enough_samples():
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.name)
 def test_sample_verdicts(sample):
     results = verdicts(compile_sample(sample))
-    failed = sorted(name for name, msg in results.items() if msg)
-    if sample.expect == "full":
-        assert failed == [], {n: results[n] for n in failed}
-    else:
-        unknown = set(sample.fails) - set(ALL)
-        assert not unknown, f"header names unknown checks {unknown}"
-        assert failed == sorted(sample.fails), {n: results[n] for n in failed}
+    assert_verdicts_match_header(sample, results, ALL)
 
 
 def test_the_notebooks_own_solution_passes_everything():
@@ -111,10 +102,7 @@ def test_the_notebooks_v1_is_lorakits_v1():
 
 @pytest.mark.parametrize("sample", [s for s in SAMPLES if s.fails], ids=lambda s: s.name)
 def test_failure_messages_teach(sample):
-    """Messages are sentences about the concept, never a bare assert."""
-    for name, msg in verdicts(compile_sample(sample)).items():
-        if msg:
-            assert len(msg) > 40 and msg[0].isupper(), (name, msg)
+    assert_messages_teach(verdicts(compile_sample(sample)))
 
 
 def test_specific_diagnoses():
@@ -141,11 +129,7 @@ def test_verdicts_are_deterministic():
 
 
 def test_checks_leave_the_callers_rng_alone():
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    hylorada_v2.check_factor_on_update(Reference)
-    assert torch.equal(torch.rand(3), expected)
+    assert_rng_untouched(lambda: hylorada_v2.check_factor_on_update(Reference))
 
 
 def test_a_missing_w_is_named():

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from autograde.submissions import load_samples
+from check_matrix import (assert_messages_teach, assert_rng_untouched,
+                          assert_verdicts_match_header, with_borrowing_check)
 from lorakit.checks import CheckFailure, _probe, lora
 from lorakit.layers import LoRALinear as Reference
 
@@ -29,12 +31,8 @@ def compile_sample(sample):
 
 
 def verdicts(cls, merge_fn):
-    results = lora.report(cls, merge_fn, verbose=False)
-    try:
-        lora.check_not_reference(cls, merge_fn)
-        results["not reference"] = None
-    except CheckFailure as e:
-        results["not reference"] = str(e)
+    results = with_borrowing_check(lora.report(cls, merge_fn, verbose=False),
+                                   lora.check_not_reference, cls, merge_fn)
     if merge_fn is None:
         results["merge"] = "The submission defines no merge_lora function."
     return results
@@ -49,13 +47,7 @@ def short_time_limit(monkeypatch):
 def test_sample_verdicts(sample):
     cls, merge_fn = compile_sample(sample)
     results = verdicts(cls, merge_fn)
-    failed = sorted(name for name, msg in results.items() if msg)
-    if sample.expect == "full":
-        assert failed == [], {n: results[n] for n in failed}
-    else:
-        unknown = set(sample.fails) - set(ALL)
-        assert not unknown, f"header names unknown checks {unknown}"
-        assert failed == sorted(sample.fails), {n: results[n] for n in failed}
+    assert_verdicts_match_header(sample, results, ALL)
 
 
 def test_reference_layer_passes_all_but_the_borrowing_check():
@@ -68,11 +60,7 @@ def test_reference_layer_passes_all_but_the_borrowing_check():
 
 @pytest.mark.parametrize("sample", [s for s in SAMPLES if s.fails], ids=lambda s: s.name)
 def test_failure_messages_teach(sample):
-    """Messages are sentences about the concept, never a bare assert."""
-    cls, merge_fn = compile_sample(sample)
-    for name, msg in verdicts(cls, merge_fn).items():
-        if msg:
-            assert len(msg) > 40 and msg[0].isupper(), (name, msg)
+    assert_messages_teach(verdicts(*compile_sample(sample)))
 
 
 def test_verdicts_are_deterministic():
@@ -81,11 +69,7 @@ def test_verdicts_are_deterministic():
 
 
 def test_checks_leave_the_callers_rng_alone():
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    lora.check_identity_at_init(Reference)
-    assert torch.equal(torch.rand(3), expected)
+    assert_rng_untouched(lambda: lora.check_identity_at_init(Reference))
 
 
 def test_specific_diagnoses():

@@ -12,7 +12,9 @@ from torch import nn
 
 import lorakit
 from autograde.submissions import load_samples
-from lorakit.checks import CheckFailure, _probe, lora, practice
+from check_matrix import (assert_messages_teach, assert_rng_untouched,
+                          assert_verdicts_match_header, with_borrowing_check)
+from lorakit.checks import _probe, lora, practice
 from lorakit.model import inject_adapters, mark_only_adapters_trainable, trainable_report
 
 SAMPLES = load_samples(Path(__file__).parents[1] / "autograde/samples/02_lora_in_practice")
@@ -28,13 +30,8 @@ def compile_sample(sample):
 
 
 def verdicts(cls, count_fn):
-    results = practice.report(cls, count_fn, verbose=False)
-    try:
-        lora.check_not_reference(cls)
-        results["not reference"] = None
-    except CheckFailure as e:
-        results["not reference"] = str(e)
-    return results
+    return with_borrowing_check(practice.report(cls, count_fn, verbose=False),
+                                lora.check_not_reference, cls)
 
 
 @pytest.fixture(autouse=True)
@@ -52,20 +49,12 @@ def test_samples_cover_both_exercises():
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.name)
 def test_sample_verdicts(sample):
     results = verdicts(*compile_sample(sample))
-    failed = sorted(name for name, msg in results.items() if msg)
-    if sample.expect == "full":
-        assert failed == [], {n: results[n] for n in failed}
-    else:
-        unknown = set(sample.fails) - set(ALL)
-        assert not unknown, f"header names unknown checks {unknown}"
-        assert failed == sorted(sample.fails), {n: results[n] for n in failed}
+    assert_verdicts_match_header(sample, results, ALL)
 
 
 @pytest.mark.parametrize("sample", [s for s in SAMPLES if s.fails], ids=lambda s: s.name)
 def test_failure_messages_teach(sample):
-    for name, msg in verdicts(*compile_sample(sample)).items():
-        if msg:
-            assert len(msg) > 40 and msg[0].isupper(), (name, msg)
+    assert_messages_teach(verdicts(*compile_sample(sample)))
 
 
 def test_reference_count_agrees_with_injection():
@@ -121,9 +110,5 @@ def test_reference_layer_passes_the_layer_checks():
 
 def test_checks_leave_the_callers_rng_alone():
     cls, count_fn = compile_sample(next(s for s in SAMPLES if s.name == "correct_named_modules"))
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    practice.check_dropout(cls)
-    practice.check_count_params(count_fn)
-    assert torch.equal(torch.rand(3), expected)
+    assert_rng_untouched(lambda: (practice.check_dropout(cls),
+                                  practice.check_count_params(count_fn)))
