@@ -37,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: {CELL_TIMEOUT})")
     p.add_argument("--out", type=Path, default=None,
                    help="CSV to write (default: WORK_DIR/grades.csv)")
+    p.add_argument("--workers", type=_positive, default=None,
+                   help="submissions graded at once, each in its own sandbox (default: the "
+                        "number of cores)")
+    p.add_argument("--require-sandbox", action="store_true",
+                   help="refuse to grade if any protection of the sandbox is off here")
+
+    p = sub.add_parser("sandbox", help="print which protections the sandbox has on this "
+                                       "machine")
 
     p = sub.add_parser("feedback", help="(re)write the feedback HTML of ASSIGNMENT, e.g. after "
                                         "manual grading")
@@ -51,11 +59,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    course = Course(args.root, args.work_dir, timeout=getattr(args, "timeout", CELL_TIMEOUT))
+    course = Course(args.root, args.work_dir, timeout=getattr(args, "timeout", CELL_TIMEOUT),
+                    workers=getattr(args, "workers", None),
+                    require_sandbox=getattr(args, "require_sandbox", False))
     try:
-        if args.command == "release":
+        if args.command == "sandbox":
+            from .sandbox import detect
+            for name, state in detect().protections().items():
+                print(f"{name:14s} {state}")
+        elif args.command == "release":
             release(course, args.assignments or None)
         elif args.command == "grade":
             rows = grade(course, args.assignment, args.student, out=args.out)

@@ -32,6 +32,8 @@ from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Clea
                                     OverwriteCells, SaveAutoGrades)
 from traitlets.config import Config
 
+from .sandbox import Limits
+
 ROOT = Path(__file__).resolve().parents[1]
 WORK_DIR = ROOT / "autograde" / "course"
 SOURCE_DIRECTORY = "solutions"
@@ -64,6 +66,20 @@ KERNEL_DIED = "kernel died"
 NOT_GRADED = "not graded"
 
 TIMEOUT_ENAME = "CellTimeoutError"
+
+# -- grading each submission in its own sandbox (autograde/sandbox.py, autograde/README.md) --
+#: Limits per submission: processes (threads count too: a torch kernel has ~15), memory of the
+#: whole sandbox, CPU seconds per process, CPU bandwidth in cores, bytes per file written, bytes
+#: of scratch (private home and /tmp, each), open files, torch/BLAS threads.
+SANDBOX_LIMITS = Limits(processes=128, memory=4 << 30, cpu_seconds=1200, cpus=1.0,
+                        file_size=256 << 20, scratch=512 << 20, open_files=1024, threads=1)
+#: Seconds one notebook may run in all (on top of the per-cell CELL_TIMEOUT).
+NOTEBOOK_TIMEOUT = 900
+#: Output a cell / a notebook may produce, in bytes, counted on the host as messages arrive.
+CELL_OUTPUT_BYTES = 2 << 20
+NOTEBOOK_OUTPUT_BYTES = 16 << 20
+#: Submissions graded at once (None: the number of cores).
+WORKERS = None
 
 
 class SafeExecute(Execute):

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import datetime
 import fnmatch
 import json
 import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -36,11 +39,18 @@ from nbgrader.api import Gradebook, MissingEntry
 from nbgrader import utils as nbgrader_utils
 from nbgrader.apps import NbGraderAPI
 
-from .config import (CELL_TIMEOUT, GRADED, NOT_GRADED, ROOT, TIMED_OUT,
-                     SafeExecute, course_config, kernel_env, timed_out_cells)
+from nbconvert.preprocessors import ClearMetadataPreprocessor
+from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern,
+                                    LimitOutput, SaveAutoGrades)
+
+from .config import (CELL_OUTPUT_BYTES, CELL_TIMEOUT, GRADED, NOT_GRADED, NOTEBOOK_OUTPUT_BYTES,
+                     NOTEBOOK_TIMEOUT, ROOT, SANDBOX_LIMITS, STARTUP_TIMEOUT, WORKERS,
+                     course_config, kernel_env)
+from .sandbox import Limits, Plan, detect
 
 CSV_COLUMNS = ["student_id", "assignment", "score", "max_score", "auto_score", "auto_max_score",
-               "late_penalty", "status", "reason", "needs_manual_grade", "flagged", "timestamp"]
+               "late_penalty", "status", "reason", "needs_manual_grade", "flagged", "flags",
+               "sandbox", "seconds", "timestamp"]
 STATUS_FILE = "grading_status.json"
 
 
@@ -99,11 +109,71 @@ class Course:
     work_dir: Path | None = None
     timeout: int = CELL_TIMEOUT
     echo: Callable[[str], None] = field(default=_echo, repr=False)
+    #: submissions graded at once (None: config.WORKERS, else the number of cores)
+    workers: int | None = None
+    limits: Limits = SANDBOX_LIMITS
+    notebook_timeout: int = NOTEBOOK_TIMEOUT
+    cell_output_bytes: int = CELL_OUTPUT_BYTES
+    notebook_output_bytes: int = NOTEBOOK_OUTPUT_BYTES
+    #: refuse to grade when a protection of the sandbox is off on this machine
+    require_sandbox: bool = False
+    progress: bool = True
+    keep_scratch: bool = False
 
     def __post_init__(self):
         self.root = Path(self.root).resolve()
         self.work_dir = (Path(self.work_dir) if self.work_dir is not None
                          else self.root / "autograde" / "course").resolve()
+        if self.workers is not None and (not isinstance(self.workers, int)
+                                         or self.workers < 1):
+            raise PipelineError(f"workers must be a whole number >= 1, got {self.workers!r}")
+
+    # -- grading in sandboxes --------------------------------------------------------------
+    def sandbox_plan(self) -> Plan:
+        """What the sandbox can enforce here; off protections are printed loudly and logged,
+        and with ``require_sandbox`` they stop grading."""
+        plan = detect()
+        off = {k: v for k, v in plan.protections().items() if v.startswith("OFF")}
+        if off:
+            lines = [f"  {k}: {v}" for k, v in off.items()]
+            message = ("WARNING: grading without some of the sandbox's protections:\n"
+                       + "\n".join(lines))
+            logs = self.work_dir / "logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            with (logs / "sandbox.log").open("a", encoding="utf-8") as fh:
+                fh.write(datetime.datetime.now().isoformat(timespec="seconds") + " "
+                         + message + "\n")
+            if self.require_sandbox:
+                raise PipelineError(message.replace("WARNING: grading", "refusing to grade")
+                                    + "\n(--require-sandbox)")
+            print(message, file=sys.stderr, flush=True)
+        return plan
+
+    def worker_count(self, tasks: int) -> int:
+        wanted = self.workers or WORKERS or os.cpu_count() or 1
+        return max(1, min(wanted, tasks or 1))
+
+    def task(self, assignment: str, student: str, folder: Path) -> dict:
+        """What a worker needs to execute one prepared submission (no gradebook, no
+        solutions): the notebook's JSON, the assignment's data files, the limits."""
+        (name,) = self.notebook_names(assignment)
+        task_dir = folder.parent.parent.parent / "tasks" / student
+        task_dir.mkdir(parents=True, exist_ok=True)
+        files = {p.name: str(p) for p in sorted(folder.iterdir())
+                 if p.is_file() and p.suffix != ".ipynb" and p.name != "timestamp.txt"
+                 and self._is_data(assignment, p.name)}
+        files[f"{name}.ipynb"] = str(folder / f"{name}.ipynb")
+        return {"assignment": assignment, "student": student, "notebook": name,
+                "source": (folder / f"{name}.ipynb").read_text(encoding="utf-8"),
+                "files": files, "limits": dataclasses.asdict(self.limits),
+                "timeout": self.timeout, "notebook_timeout": self.notebook_timeout,
+                "cell_output_bytes": self.cell_output_bytes,
+                "notebook_output_bytes": self.notebook_output_bytes,
+                "task_dir": str(task_dir)}
+
+    def _is_data(self, assignment: str, name: str) -> bool:
+        """A file the assignment's source ships (nbgrader copied it in), not a student's."""
+        return (self.source_dir / assignment / name).is_file()
 
     # -- configuration ------------------------------------------------------------------
     def config(self, **course_directory):
@@ -238,6 +308,9 @@ class Outcome:
     student: str
     status: str
     reason: str = ""
+    flags: list[str] = field(default_factory=list)
+    sandbox: str = ""
+    seconds: float | None = None
 
 
 def _autograded_ok(course: Course, student: str, assignment: str) -> bool:
@@ -273,7 +346,7 @@ def _record(course: Course, assignment: str, outcome: Outcome, zero: bool) -> No
                     if grade.name in auto:
                         grade.auto_score = 0.0
                         grade.needs_manual_grade = True
-            nb.flagged = outcome.status != GRADED
+            nb.flagged = outcome.status != GRADED or bool(outcome.flags)
         gb.db.commit()
 
 
@@ -293,94 +366,261 @@ def _missing_notebooks(course: Course, student: str, assignment: str) -> list[st
             if not (folder / f"{name}.ipynb").is_file()]
 
 
-def _why_not_graded(course: Course, student: str, assignment: str) -> str:
-    folder = course.submitted_dir(student, assignment)
-    missing = _missing_notebooks(course, student, assignment)
-    if missing:
-        found = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
-        return f"missing {', '.join(missing)} in the submission (found: {found})"
-    return "nbgrader could not process the submission (see the grading log)"
-
-
 def _matching(course: Course, assignment: str, student: str) -> list[str]:
     return [s for s in course.submitted_students(assignment)
             if fnmatch.fnmatchcase(s, student)]
 
 
-def autograde(course: Course, assignment: str, student: str = "*") -> list[Outcome]:
-    """Autograde every submitted student matching ``student`` (a glob) in ONE nbgrader run.
+#: Student ids nbgrader can handle: it builds glob patterns and regular expressions from them.
+STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+#: nbgrader's markers: in an answer they are text nbgrader would act on (flagged).
+#: (Solution markers are left alone: a reference solution carries them and they do no harm.)
+MARKERS = ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "BEGIN MARK SCHEME", "END MARK SCHEME")
 
-    nbgrader grades the students one after another; a failure of one (kernel death, a kernel
-    deaf to interrupts, an unreadable notebook) removes that student's autograded copy and
-    nbgrader raises at the end of the batch: caught here, recorded per student, and the others
-    keep their grades. Returns one Outcome per matching student.
+
+def _grade_ids(nb) -> set[str]:
+    return {c.get("metadata", {}).get("nbgrader", {}).get("grade_id") for c in nb.cells} - {None}
+
+
+def _source_ids(course: Course) -> dict[str, set[str]]:
+    """{assignment: grade_ids of its source notebooks}, to recognise a foreign notebook."""
+    return {a: set().union(*(_grade_ids(nbformat.read(p, as_version=4))
+                             for p in sorted((course.source_dir / a).glob("*.ipynb"))))
+            for a in course.assignments()}
+
+
+def _screen(course: Course, assignment: str, student: str,
+            known: dict[str, set[str]]) -> tuple[str, list[str]]:
+    """(why this submission cannot be graded or '', flags) before anything runs."""
+    if not STUDENT_ID.fullmatch(student):
+        return (f"student id {student!r} cannot be graded: nbgrader builds file patterns from "
+                f"ids, so characters such as '[', '*', ' ' break them; rename the folder under "
+                f"submitted/ to letters, digits, '_', '-', '.'"), []
+    missing = _missing_notebooks(course, student, assignment)
+    folder = course.submitted_dir(student, assignment)
+    if missing:
+        found = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
+        return f"missing {', '.join(missing)} in the submission (found: {found})", []
+    flags = []
+    for name in course.notebook_names(assignment):
+        path = folder / f"{name}.ipynb"
+        try:
+            nb = nbformat.read(path, as_version=4)
+        except Exception as error:  # JSON or schema errors, binary junk, ...
+            return f"{name}.ipynb is not a readable notebook: {_first_line(error)}", []
+        ids = _grade_ids(nb)
+        ours = len(ids & known.get(assignment, set()))
+        best = max(known, key=lambda a: len(ids & known[a]), default=assignment)
+        if best != assignment and len(ids & known[best]) > ours:
+            return (f"{name}.ipynb is assignment {best}'s notebook, not {assignment}'s (its "
+                    f"cells belong to {best}); nothing was graded"), []
+        if not ids:
+            return f"{name}.ipynb has no nbgrader cells: it is not this assignment's notebook", []
+        for cell in nb.cells:
+            meta = cell.get("metadata", {}).get("nbgrader", {})
+            if meta.get("solution") or not meta.get("locked"):
+                hits = [m for m in MARKERS if m in cell.get("source", "")]
+                if hits:
+                    where = meta.get("grade_id") or f"cell {nb.cells.index(cell)}"
+                    flags.append(f"answer {where!r} contains nbgrader's marker {hits[0]!r}")
+    return "", flags
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
+def _nbgrader_pass(course: Course, assignment: str, source: Path, target: Path,
+                   post: list, sanitize=None) -> set[str]:
+    """One `nbgrader autograde` over every student folder under ``source`` into ``target``,
+    with the given sanitize / autograde preprocessors; returns the students it attempted."""
+    attempted: set[str] = set()
+
+    def seen(assignment=None, student=None, notebooks=()):
+        attempted.update(Path(nb).parent.parent.name for nb in notebooks)
+
+    cfg = course.config(submitted_directory=_rel(course, source),
+                        autograded_directory=_rel(course, target))
+    if sanitize is not None:
+        cfg.Autograde.sanitize_preprocessors = sanitize
+    cfg.Autograde.autograde_preprocessors = post
+    cfg.Autograde.pre_convert_hook = seen
+    result = NbGraderAPI(config=cfg).autograde(assignment, "*", force=True, create=True)
+    course.write_log(f"autograde-{assignment}-{target.name}", result)
+    return attempted
+
+
+def _rel(course: Course, path: Path) -> str:
+    try:
+        return path.resolve().relative_to(course.root).as_posix()
+    except ValueError:
+        return str(path.resolve())
+
+
+#: What nbgrader's autograde does after executing; the executing itself happens in sandboxes.
+SCORE_PREPROCESSORS = [IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
+                       AssignLatePenalties, CheckCellMetadata]
+
+
+def autograde(course: Course, assignment: str, student: str = "*") -> list[Outcome]:
+    """Autograde every submitted student matching ``student`` (a glob).
+
+    1. screen: ids nbgrader cannot handle, missing, unreadable or foreign notebooks are
+       recorded with their reason (answers holding nbgrader markers are flagged);
+    2. prepare (nbgrader, this process): a copy of each submission with its test cells
+       restored from the gradebook;
+    3. execute: each prepared notebook in its own sandbox, ``course.workers`` at a time
+       (autograde/worker.py in a fresh process per submission);
+    4. score (nbgrader, this process): the executed notebooks into autograded/ and the
+       gradebook. Only this process writes the gradebook, autograded/ and the status file.
+
+    Returns one Outcome per matching student.
     """
     course.check_assignment(assignment)
     students = _matching(course, assignment, student)
     if not students:
         course.echo(f"no submissions of {assignment} under {course.work_dir / 'submitted'}")
         return []
+    plan = course.sandbox_plan()
     sync_gradebook(course, assignment)
+    scratch = course.work_dir / "grading" / assignment
+    shutil.rmtree(scratch, ignore_errors=True)
+    incoming, prepared, executed = (scratch / n for n in ("incoming", "prepared", "executed"))
+    for folder in (incoming, prepared, executed):
+        folder.mkdir(parents=True)
 
-    course.echo(f"autograding {len(students)} submission(s) of {assignment} "
-                f"(time limit {course.timeout} s per cell)...")
-    attempted: set[str] = set()
-
-    def seen(assignment=None, student=None, notebooks=()):
-        # nbgrader's pre-convert hook, once per submission it starts on (after removing the
-        # old autograded copy): the notebooks are submitted/<student>/<assignment>/*.ipynb
-        attempted.update(Path(nb).parent.parent.name for nb in notebooks)
-
+    outcomes: dict[str, Outcome] = {}
+    known = _source_ids(course)
     for name in students:
-        SafeExecute.outcomes.pop((assignment, name), None)
-    cfg = course.config()
-    cfg.Autograde.pre_convert_hook = seen
-    course.work_dir.mkdir(parents=True, exist_ok=True)
-    api = NbGraderAPI(config=cfg)
-    with _environment(kernel_env(), restore=("NBGRADER_EXECUTION",)):
-        result = api.autograde(assignment, student, force=True, create=True)
-    log_path = course.write_log(f"autograde-{assignment}", result)
-    if not result["success"]:
-        course.echo(f"nbgrader reported failures (details in {log_path}); recording them")
+        why, flags = _screen(course, assignment, name, known)
+        if why:
+            outcomes[name] = Outcome(name, NOT_GRADED, why, flags)
+        else:
+            shutil.copytree(course.submitted_dir(name, assignment), incoming / name / assignment)
+            outcomes[name] = Outcome(name, GRADED, "", flags)
+    staged = [s for s in students if outcomes[s].reason == ""]
+    workers = course.worker_count(len(staged))
+    course.echo(f"autograding {len(staged)} submission(s) of {assignment} with {workers} "
+                f"worker(s) (time limit {course.timeout} s per cell; sandbox: "
+                f"{plan.summary()})...")
 
-    outcomes = []
+    with _environment(kernel_env(), restore=("NBGRADER_EXECUTION",)):
+        # post=[]: nothing runs here; execution happens in the sandboxes only
+        ready = _nbgrader_pass(course, assignment, incoming, prepared, post=[]) \
+            if staged else set()
+    tasks = []
+    for name in staged:
+        folder = prepared / name / assignment
+        if name not in ready or not _all_notebooks(course, assignment, folder):
+            outcomes[name] = Outcome(name, NOT_GRADED, "nbgrader could not prepare the "
+                                     "submission (see logs/autograde-*-prepared.log)",
+                                     outcomes[name].flags)
+            continue
+        tasks.append(course.task(assignment, name, folder))
+    results = run_tasks(course, tasks, workers, label=assignment)
+
+    for task in tasks:
+        name, result = task["student"], results[task["student"]]
+        out = outcomes[name]
+        out.flags += result.get("flags", [])
+        out.sandbox = result.get("sandbox", "")
+        out.seconds = result.get("seconds")
+        out.status, out.reason = result["status"], result["reason"]
+        if result.get("notebook") is not None:
+            target = executed / name / assignment
+            target.mkdir(parents=True)
+            (target / f"{task['notebook']}.ipynb").write_text(result["notebook"],
+                                                               encoding="utf-8")
+            stamp = incoming / name / assignment / "timestamp.txt"
+            if stamp.is_file():
+                shutil.copyfile(stamp, target / "timestamp.txt")
+    with _environment({"NBGRADER_EXECUTION": "autograde"}):
+        scored = _nbgrader_pass(course, assignment, executed, course.work_dir / "autograded",
+                                sanitize=[], post=SCORE_PREPROCESSORS) \
+            if any(executed.iterdir()) else set()
+
     status_file = course.read_status()
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     for name in students:
-        outcome, ok, zero = _outcome(course, assignment, name, name in attempted)
+        out = outcomes[name]
+        ok = name in scored and _autograded_ok(course, name, assignment)
         if not ok:
+            if out.status == GRADED:
+                out.status, out.reason = NOT_GRADED, "nbgrader could not score the executed " \
+                                                     "notebook (see the grading log)"
             shutil.rmtree(course.feedback_dir(name, assignment), ignore_errors=True)
             shutil.rmtree(course.autograded_dir(name, assignment), ignore_errors=True)
-        _record(course, assignment, outcome, zero)
+        if STUDENT_ID.fullmatch(name):
+            _record(course, assignment, out, zero=not ok)
         status_file.setdefault(assignment, {})[name] = {
-            "status": outcome.status, "reason": outcome.reason, "autograded": ok, "at": now}
-        outcomes.append(outcome)
-        course.echo(f"  {name:24s} {outcome.status}"
-                    + (f" ({outcome.reason})" if outcome.reason else ""))
+            "status": out.status, "reason": out.reason, "autograded": ok, "at": now,
+            "flags": out.flags, "sandbox": out.sandbox or plan.summary(),
+            "seconds": out.seconds}
+        course.echo(f"  {name:24s} {out.status}" + (f" ({out.reason})" if out.reason else "")
+                    + "".join(f"\n  {'':24s} flag: {f}" for f in out.flags))
     course.write_status(status_file)
-    return outcomes
+    if not course.keep_scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return [outcomes[name] for name in students]
 
 
-def _outcome(course: Course, assignment: str, name: str, attempted: bool):
-    """(Outcome, autograded in this run, zero the autograded cells) for one student."""
-    status, reason = SafeExecute.outcomes.pop((assignment, name), (None, ""))
-    ok = attempted and _autograded_ok(course, name, assignment)
-    if ok:
-        if status in (None, NOT_GRADED):  # executed by a plain Execute (other config)
-            folder = course.autograded_dir(name, assignment)
-            timed_out = [c for p in sorted(folder.glob("*.ipynb"))
-                         for c in timed_out_cells(nbformat.read(p, as_version=4))]
-            status = TIMED_OUT if timed_out else GRADED
-            reason = f"interrupted: {', '.join(timed_out)}" if timed_out else ""
-        return Outcome(name, status, reason), True, False
-    if attempted or _missing_notebooks(course, name, assignment):
-        if status in (None, GRADED):
-            status, reason = NOT_GRADED, _why_not_graded(course, name, assignment)
-        return Outcome(name, status, reason), False, True
-    # nbgrader stopped (a database error, say) before it reached this submission: flag it,
-    # keep whatever the gradebook holds from an earlier run
-    return Outcome(name, NOT_GRADED, "nbgrader stopped before this submission (see the "
-                                     "grading log); earlier grades, if any, kept"), False, False
+def _all_notebooks(course: Course, assignment: str, folder: Path) -> bool:
+    return all((folder / f"{n}.ipynb").is_file() for n in course.notebook_names(assignment))
+
+
+def run_tasks(course: Course, tasks: list[dict], workers: int, label: str = "") -> dict:
+    """Execute tasks (one per submission) ``workers`` at a time, each in a fresh worker
+    process (``python -m autograde.worker``); {student: result}. A worker that crashes, hangs
+    or is killed loses its own task only, which is reported with the reason."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    results: dict[str, dict] = {}
+    if not tasks:
+        return results
+    with ThreadPoolExecutor(max_workers=workers) as pool, \
+            tqdm(total=len(tasks), unit="student", desc=f"grading {label}".strip(),
+                 disable=not course.progress, file=sys.stderr) as bar:
+        futures = {pool.submit(_run_worker, course, task): task for task in tasks}
+        for future in as_completed(futures):
+            task = futures[future]
+            try:
+                results[task["student"]] = future.result()
+            except Exception as error:  # a bug of ours: report it for this student only
+                results[task["student"]] = _failed(f"the worker failed: {_first_line(error)}")
+            bar.update()
+    return results
+
+
+def _failed(reason: str) -> dict:
+    return {"status": NOT_GRADED, "reason": reason, "notebook": None, "flags": []}
+
+
+def _run_worker(course: Course, task: dict) -> dict:
+    folder = Path(task["task_dir"])
+    task_file, result_file, log = (folder / n for n in ("task.json", "result.json",
+                                                        "worker.log"))
+    task_file.write_text(json.dumps(task), encoding="utf-8")
+    env = dict(os.environ, **kernel_env(), NBGRADER_EXECUTION="autograde",
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                           os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    limit = task["notebook_timeout"] + STARTUP_TIMEOUT + 120
+    with log.open("wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "autograde.worker", str(task_file),
+                                 str(result_file)], stdout=fh, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+        try:
+            code = proc.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return _failed(f"the grading worker ran past {limit} s and was killed")
+    if result_file.is_file():
+        return json.loads(result_file.read_text(encoding="utf-8"))
+    tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or [""]
+    return _failed(f"the grading worker died (exit status {code}): {tail[0][:300]}")
 
 
 def feedback(course: Course, assignment: str, student: str = "*") -> list[str]:
@@ -402,6 +642,21 @@ def feedback(course: Course, assignment: str, student: str = "*") -> list[str]:
     done = [s for s in students
             if all((course.feedback_dir(s, assignment) / f"{n}.html").is_file()
                    for n in course.notebook_names(assignment))]
+    failed = [s for s in students if s not in done]
+    if failed:  # flag each one, by name, with where to look
+        status_file = course.read_status()
+        for name in failed:
+            info = status_file.setdefault(assignment, {}).setdefault(name, {})
+            flag = f"feedback did not render (see {log_path})"
+            info["flags"] = [f for f in info.get("flags", []) if not f.startswith(
+                "feedback did not render")] + [flag]
+            course.echo(f"  {name}: {flag}")
+        course.write_status(status_file)
+        with course.gradebook() as gb:
+            for name in failed:
+                for nb in gb.find_submission(assignment, name).notebooks:
+                    nb.flagged = True
+            gb.db.commit()
     course.echo(f"feedback for {len(done)} of {len(students)} autograded submission(s) in "
                 f"{course.work_dir / 'feedback'}")
     return done
@@ -409,7 +664,8 @@ def feedback(course: Course, assignment: str, student: str = "*") -> list[str]:
 
 def grade(course: Course, assignment: str, student: str = "*",
           out: str | os.PathLike | None = None) -> list[dict]:
-    """autograde (one run for everyone), feedback, export: the whole grading of an assignment."""
+    """autograde (every submission in its sandbox, course.workers at a time), feedback,
+    export: the whole grading of an assignment."""
     autograde(course, assignment, student)
     feedback(course, assignment, student)
     return export(course, out)
@@ -441,8 +697,8 @@ def grade_rows(course: Course, assignments: Iterable[str] | None = None) -> list
                 if sub is None:
                     rows.append(_row(student, name, 0.0, assignment.max_score if assignment
                                      else 0.0, 0.0, 0.0, 0.0, info.get("status", NOT_GRADED),
-                                     info.get("reason") or "not autograded yet", True, False,
-                                     None))
+                                     info.get("reason") or "not autograded yet", True, True,
+                                     None, info))
                     continue
                 auto = auto_max = 0.0
                 for nb in sub.notebooks:
@@ -457,17 +713,19 @@ def grade_rows(course: Course, assignments: Iterable[str] | None = None) -> list
                 rows.append(_row(student, name, sub.score, sub.max_score, auto, auto_max,
                                  sub.late_submission_penalty, status, info.get("reason", ""),
                                  sub.needs_manual_grade, any(nb.flagged for nb in sub.notebooks),
-                                 sub.timestamp))
+                                 sub.timestamp, info))
     return rows
 
 
 def _row(student, assignment, score, max_score, auto, auto_max, late, status, reason,
-         needs_manual, flagged, timestamp) -> dict:
+         needs_manual, flagged, timestamp, info) -> dict:
     return {"student_id": student, "assignment": assignment, "score": _fmt(score),
             "max_score": _fmt(max_score), "auto_score": _fmt(auto),
             "auto_max_score": _fmt(auto_max), "late_penalty": _fmt(late), "status": status,
             "reason": reason, "needs_manual_grade": str(bool(needs_manual)),
-            "flagged": str(bool(flagged)),
+            "flagged": str(bool(flagged or info.get("flags"))),
+            "flags": "; ".join(info.get("flags") or []), "sandbox": info.get("sandbox", ""),
+            "seconds": "" if info.get("seconds") is None else f"{info['seconds']:.1f}",
             "timestamp": timestamp.isoformat() if timestamp else ""}
 
 

@@ -591,7 +591,8 @@ def test_tiny_deleted_cells_restored_next_to_missing_neighbours(tiny):
 
 @pytest.mark.slow
 def test_tiny_unreadable_submissions_are_recorded(tiny):
-    for student, why in (("misnamed", "missing tiny.ipynb"), ("corrupt", "could not process")):
+    for student, why in (("misnamed", "missing tiny.ipynb"),
+                         ("corrupt", "not a readable notebook: Notebook does not appear to be JSON")):
         row = tiny.rows[student]
         assert row["status"] == "not graded" and why in row["reason"]
         assert row["score"] == "0" and row["flagged"] == "True"

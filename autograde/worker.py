@@ -1,0 +1,242 @@
+"""Execute one prepared submission in its own sandbox: the task of the grading pool.
+
+    python -m autograde.worker TASK.json RESULT.json
+
+The coordinator (``pipeline.autograde``) prepares each submission with nbgrader (cells
+restored from the gradebook), writes a task file and runs this module in a fresh process per
+submission. Here the notebook executor (nbclient, through nbgrader's ``Execute``) stays on the
+host and talks to a kernel inside a :class:`~autograde.sandbox.Sandbox` over ipc sockets; the
+executed notebook is assembled from the kernel's messages, with output capped as the messages
+arrive. The result file holds that notebook and how execution ended; nothing the sandbox can
+write is read back. This process never opens the gradebook.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import zmq
+import zmq.asyncio
+from jupyter_client.manager import AsyncKernelManager
+from nbformat.v4 import new_output
+from traitlets import Any, Integer
+
+from .config import (GRADED, KERNEL_DIED, NOT_GRADED, TIMED_OUT, SafeExecute,
+                     course_config)
+from .sandbox import Limits, Sandbox, detect
+
+TRUNCATED = "[autograder: output truncated here - {what} passed {limit}; the rest was dropped]"
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.3g} MB"
+
+
+class SandboxKernelManager(AsyncKernelManager):
+    """A kernel started inside ``self.sandbox``, reached over ipc sockets in its ipc folder,
+    interrupted by message (a signal cannot cross into its PID namespace), with every
+    message from it capped at ``max_message_bytes`` by zmq itself."""
+
+    sandbox = Any(None)
+    max_message_bytes = Integer(64 << 20)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.transport = "ipc"
+
+    async def _async_pre_start_kernel(self, **kw):
+        self.connection_file = str(self.sandbox.ipc_dir / "kernel.json")
+        self.ip = str(self.sandbox.ipc_dir / "k")
+        return await super()._async_pre_start_kernel(**kw)
+
+    async def _async_launch_kernel(self, kernel_cmd, **kw):
+        os.chmod(self.connection_file, 0o644)  # the kernel's uid reads it; the folder is its
+        host_env = dict(kw.get("env") or os.environ)
+        kw["cwd"] = str(self.sandbox.run_dir)
+        await super()._async_launch_kernel(self.sandbox.wrap(kernel_cmd, host_env), **kw)
+        self.sandbox.process = self.provisioner.process
+
+    async def interrupt_kernel(self):  # noqa: D102 (the async manager's name)
+        if self.has_kernel:
+            msg = self.session.msg("interrupt_request", content={})
+            self._connect_control_socket()
+            self.session.send(self._control_socket, msg)
+
+    def client(self, **kwargs):
+        context = zmq.asyncio.Context()
+        context.setsockopt(zmq.MAXMSGSIZE, int(self.max_message_bytes))
+        kwargs.setdefault("context", context)
+        return super().client(**kwargs)
+
+
+class NotebookTimeout(Exception):
+    """The notebook as a whole ran past its wall-time limit."""
+
+
+def _output_size(msg: dict) -> int:
+    content, kind = msg.get("content", {}), msg.get("msg_type")
+    if kind == "stream":
+        return len(content.get("text", ""))
+    if kind in ("display_data", "execute_result", "update_display_data"):
+        return sum(len(v) if isinstance(v, str) else len(json.dumps(v))
+                   for v in content.get("data", {}).values())
+    if kind == "error":
+        return sum(map(len, content.get("traceback", []))) + len(content.get("evalue", ""))
+    if kind.startswith("comm"):
+        return len(json.dumps(content.get("data", {})))
+    return 0
+
+
+class LimitedExecute(SafeExecute):
+    """SafeExecute with a sandboxed kernel, output caps per cell and per notebook (counted as
+    messages arrive; past a cap the rest is dropped behind a visible note, error messages
+    excepted, shortened) and a wall-time limit for the whole notebook."""
+
+    sandbox = Any(None)
+    cell_output_bytes = Integer(2 << 20)
+    notebook_output_bytes = Integer(16 << 20)
+    notebook_timeout = Integer(900)
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("kernel_manager_class", SandboxKernelManager)
+        super().__init__(**kwargs)
+        self.flags: list[str] = []
+        self._cell_timeout = self.timeout
+
+    def create_kernel_manager(self):
+        km = super().create_kernel_manager()
+        km.sandbox = self.sandbox
+        km.max_message_bytes = max(self.cell_output_bytes, 1 << 20) * 4
+        return km
+
+    def preprocess(self, nb, resources=None, km=None):
+        self._deadline = time.monotonic() + self.notebook_timeout
+        self._total = 0
+        self.flags = []
+        return super().preprocess(nb, resources, km=km)
+
+    def preprocess_cell(self, cell, resources, index):
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise NotebookTimeout(f"the notebook ran past its {self.notebook_timeout} s limit "
+                                  f"before {self._running or 'cell %d' % index}")
+        self.timeout = max(1, min(self._cell_timeout, math.ceil(left)))
+        self._cell_bytes, self._cell_cut = 0, False
+        return super().preprocess_cell(cell, resources, index)
+
+    def process_message(self, msg, cell, cell_index):
+        size = _output_size(msg)
+        if size:
+            if msg["msg_type"] == "error":  # never drop an error: it decides the score
+                content = msg["content"]
+                content["traceback"] = [line[:2000] for line in content.get("traceback", [])[-20:]]
+            elif (self._cell_bytes + size > self.cell_output_bytes
+                  or self._total + size > self.notebook_output_bytes):
+                self._cut(cell, "this cell's output" if self._cell_bytes + size >
+                          self.cell_output_bytes else "the notebook's output")
+                return None
+            self._cell_bytes += size
+            self._total += size
+        return super().process_message(msg, cell, cell_index)
+
+    def _cut(self, cell, what):
+        if self._cell_cut:
+            return
+        self._cell_cut = True
+        limit = self.cell_output_bytes if what.startswith("this") else self.notebook_output_bytes
+        cell.outputs.append(new_output("stream", name="stdout",
+                                       text="\n" + TRUNCATED.format(what=what,
+                                                                    limit=_mb(limit)) + "\n"))
+        self.flags.append(f"output truncated in {self._running}: {what} passed {_mb(limit)}")
+
+
+def execute(task: dict) -> dict:
+    """Run one prepared notebook in a sandbox; return how it ended and the executed notebook.
+
+    task: assignment, student, notebook (name), source (the prepared notebook as JSON),
+    files ({name: host path} copied into the kernel's folder), limits (Limits fields),
+    timeout (s per cell), notebook_timeout, cell_output_bytes, notebook_output_bytes.
+    """
+    started = time.monotonic()
+    nb = nbformat.reads(task["source"], as_version=4)
+    limits = Limits(**task.get("limits", {}))
+    cfg = course_config(timeout=task["timeout"])
+    plan = detect()
+    key = (task["assignment"], task["student"])
+    result = {"student": task["student"], "sandbox": plan.summary(), "flags": [],
+              "notebook": None}
+    with Sandbox(limits, task.get("files"), plan=plan, name=task["student"]) as box:
+        box.process = None
+        ex = LimitedExecute(config=cfg, sandbox=box,
+                            cell_output_bytes=task.get("cell_output_bytes", 2 << 20),
+                            notebook_output_bytes=task.get("notebook_output_bytes", 16 << 20),
+                            notebook_timeout=task.get("notebook_timeout", 900))
+        resources = {"metadata": {"path": str(box.run_dir)},
+                     "nbgrader": {"assignment": task["assignment"], "student": task["student"],
+                                  "notebook": task["notebook"]}}
+        try:
+            nb, _ = ex.preprocess(nb, resources)
+            result["notebook"] = nbformat.writes(nb)
+        except NotebookTimeout as error:
+            SafeExecute.outcomes[key] = (TIMED_OUT, str(error))
+        except Exception:  # SafeExecute recorded why
+            pass
+        returncode = box.process.poll() if box.process is not None else None
+        report = box.stop()
+    status, reason = SafeExecute.outcomes.pop(key, (NOT_GRADED, "execution did not start"))
+    status, reason = _blame(status, reason, report, returncode, limits)
+    result.update(status=status, reason=reason, flags=ex.flags + _limit_flags(report, limits),
+                  report=report, returncode=returncode,
+                  seconds=round(time.monotonic() - started, 2))
+    return result
+
+
+def _blame(status, reason, report, returncode, limits):
+    """Name the limit that killed a kernel, from the sandbox's counters and exit status."""
+    if status != KERNEL_DIED:
+        return status, reason
+    signal_no = (returncode - 128) if returncode and returncode > 128 else None
+    if report.get("oom_kills"):
+        return "killed: memory", (f"killed for memory: the sandbox reached its "
+                                  f"{_mb(limits.memory)} limit; {reason}")
+    if signal_no == 24:  # SIGXCPU
+        return "killed: cpu", (f"killed for CPU time: a process used its "
+                               f"{limits.cpu_seconds} s; {reason}")
+    if signal_no == 25:  # SIGXFSZ
+        return "killed: file size", f"a file passed {_mb(limits.file_size)}; {reason}"
+    if returncode is not None:
+        reason += f" (kernel exit status {returncode}" + (
+            f", signal {signal_no})" if signal_no else ")")
+    return status, reason
+
+
+def _limit_flags(report, limits) -> list[str]:
+    flags = []
+    if report.get("process_limit_hits"):
+        flags.append(f"hit the process limit ({limits.processes}) "
+                     f"{report['process_limit_hits']} time(s)")
+    if report.get("left_running"):
+        flags.append(f"{report['left_running']} process(es) could not be killed")
+    return flags
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print("usage: python -m autograde.worker TASK.json RESULT.json", file=sys.stderr)
+        return 2
+    task = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    result = execute(task)
+    tmp = Path(argv[1] + ".tmp")
+    tmp.write_text(json.dumps(result), encoding="utf-8")
+    tmp.replace(argv[1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
