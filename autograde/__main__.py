@@ -96,10 +96,11 @@ def main(argv=None) -> int:
 
 def _summary(rows, assignment) -> None:
     rows = [r for r in rows if r["assignment"] == assignment]
-    problems = [r for r in rows if r["status"] != "graded"]
+    problems = [r for r in rows if r["status"] != "graded" or r.get("flags")]
     print(f"{assignment}: {len(rows)} submission(s), {len(problems)} to look at")
     for r in problems:
-        print(f"  {r['student_id']}: {r['status']} - {r['reason']}")
+        print(f"  {r['student_id']}: {r['status']}" + (f" - {r['reason']}" if r["reason"] else "")
+              + (f" [flags: {r['flags']}]" if r.get("flags") else ""))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
 from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, ClearHiddenTests,
                                     Execute, GetGrades, IgnorePattern, LimitOutput,
-                                    OverwriteCells, SaveAutoGrades)
+                                    NbGraderPreprocessor, OverwriteCells, SaveAutoGrades)
 from traitlets.config import Config
 
 from .sandbox import Limits
@@ -185,6 +185,37 @@ class RestoreCells(OverwriteCells):
         return nb, resources
 
 
+class ErrorsFail(NbGraderPreprocessor):
+    """A test cell with an error scores 0, whatever it displayed before the error.
+
+    nbgrader takes a test cell's first ``execute_result`` as partial credit and looks no
+    further: student code called by the test could display a number (``displayhook(2)``) and
+    earn it before the check fails. This course gives no partial credit in test cells, so an
+    ``execute_result`` in a failing test cell is dropped before grades are saved.
+    """
+
+    def preprocess_cell(self, cell, resources, index):
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell.cell_type == "code" and meta.get("grade") and not meta.get("solution"):
+            failed = any(o.get("output_type") == "error" or (
+                o.get("output_type") == "stream" and o.get("name") == "stderr")
+                for o in cell.outputs)
+            if failed:
+                cell.outputs = [o for o in cell.outputs
+                                if o.get("output_type") != "execute_result"]
+        return cell, resources
+
+
+class ClearHiddenTestsAnywhere(ClearHiddenTests):
+    """ClearHiddenTests for feedback: an answer that carries the hidden-test markers (a
+    student typed them) is cleared like a test cell instead of failing the whole feedback
+    (nbgrader's ``enforce_metadata`` raises on it). The release keeps the strict check."""
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        self.enforce_metadata = False
+        return super().preprocess_cell(cell, resources, cell_index)
+
+
 def _step_directory(root: Path, path: Path) -> str:
     """A CourseDirectory step directory: relative to root when inside it (nbgrader builds
     regular expressions from these paths, so keep them short and plain)."""
@@ -240,8 +271,8 @@ def course_config(root: str | os.PathLike = ROOT, work_dir: str | os.PathLike | 
         "nbgrader.preprocessors.CheckCellMetadata",
     ]
     c.Autograde.autograde_preprocessors = [
-        SafeExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
-        AssignLatePenalties, CheckCellMetadata,
+        SafeExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, ErrorsFail,
+        SaveAutoGrades, AssignLatePenalties, CheckCellMetadata,
     ]
     for name in ("ExecutePreprocessor", "Execute"):
         c[name].timeout = int(timeout)
@@ -258,7 +289,11 @@ def course_config(root: str | os.PathLike = ROOT, work_dir: str | os.PathLike | 
 
     # Feedback: nbgrader's default list (GetGrades, CSSHTMLHeaderPreprocessor) shows hidden
     # tests to the student; clear them before the HTML is written.
-    c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, CSSHTMLHeaderPreprocessor]
+    c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTestsAnywhere,
+                                        CSSHTMLHeaderPreprocessor]
+    # Feedback is opened by students and instructors: a submission's outputs must not bring
+    # scripts, iframes or event handlers into it (nbconvert sanitizes outputs and markdown).
+    c.HTMLExporter.sanitize_html = True
     return c
 
 

@@ -45,8 +45,8 @@ from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Igno
 
 from .config import (CELL_OUTPUT_BYTES, CELL_TIMEOUT, GRADED, NOT_GRADED, NOTEBOOK_OUTPUT_BYTES,
                      NOTEBOOK_TIMEOUT, ROOT, SANDBOX_LIMITS, STARTUP_TIMEOUT, WORKERS,
-                     course_config, kernel_env)
-from .sandbox import Limits, Plan, detect
+                     ErrorsFail, course_config, kernel_env)
+from .sandbox import Limits, Plan, detect, sweep
 
 CSV_COLUMNS = ["student_id", "assignment", "score", "max_score", "auto_score", "auto_max_score",
                "late_penalty", "status", "reason", "needs_manual_grade", "flagged", "flags",
@@ -153,16 +153,18 @@ class Course:
         wanted = self.workers or WORKERS or os.cpu_count() or 1
         return max(1, min(wanted, tasks or 1))
 
-    def task(self, assignment: str, student: str, folder: Path) -> dict:
+    def task(self, assignment: str, student: str, folder: Path, submitted: Path) -> dict:
         """What a worker needs to execute one prepared submission (no gradebook, no
-        solutions): the notebook's JSON, the assignment's data files, the limits."""
+        solutions): the prepared notebook's JSON (sent to the kernel cell by cell), the files
+        the kernel sees (the assignment's data and the student's *own* notebook: the prepared
+        one holds the hidden tests), the limits."""
         (name,) = self.notebook_names(assignment)
         task_dir = folder.parent.parent.parent / "tasks" / student
         task_dir.mkdir(parents=True, exist_ok=True)
         files = {p.name: str(p) for p in sorted(folder.iterdir())
                  if p.is_file() and p.suffix != ".ipynb" and p.name != "timestamp.txt"
                  and self._is_data(assignment, p.name)}
-        files[f"{name}.ipynb"] = str(folder / f"{name}.ipynb")
+        files[f"{name}.ipynb"] = str(submitted / f"{name}.ipynb")
         return {"assignment": assignment, "student": student, "notebook": name,
                 "source": (folder / f"{name}.ipynb").read_text(encoding="utf-8"),
                 "files": files, "limits": dataclasses.asdict(self.limits),
@@ -416,6 +418,7 @@ def _screen(course: Course, assignment: str, student: str,
                     f"cells belong to {best}); nothing was graded"), []
         if not ids:
             return f"{name}.ipynb has no nbgrader cells: it is not this assignment's notebook", []
+        flags += _tampering(course, assignment, name, nb)
         for cell in nb.cells:
             meta = cell.get("metadata", {}).get("nbgrader", {})
             if meta.get("solution") or not meta.get("locked"):
@@ -424,6 +427,28 @@ def _screen(course: Course, assignment: str, student: str,
                     where = meta.get("grade_id") or f"cell {nb.cells.index(cell)}"
                     flags.append(f"answer {where!r} contains nbgrader's marker {hits[0]!r}")
     return "", flags
+
+
+def _tampering(course: Course, assignment: str, name: str, nb) -> list[str]:
+    """Flags for locked test cells the student deleted or edited (nbgrader restores them
+    from the gradebook, so they cost nothing; an instructor may still want to know)."""
+    path = course.release_dir / assignment / f"{name}.ipynb"
+    if not path.is_file():
+        return []
+    release = nbformat.read(path, as_version=4)
+    tests = {c.metadata["nbgrader"]["grade_id"]: c.source for c in release.cells
+             if c.get("metadata", {}).get("nbgrader", {}).get("grade")
+             and not c.metadata["nbgrader"].get("solution")}
+    mine = {c.get("metadata", {}).get("nbgrader", {}).get("grade_id"): c.get("source", "")
+            for c in nb.cells}
+    deleted = sorted(g for g in tests if g not in mine)
+    edited = sorted(g for g in tests if g in mine and mine[g].strip() != tests[g].strip())
+    flags = []
+    if deleted:
+        flags.append(f"test cell(s) deleted: {', '.join(deleted)} (restored from the gradebook)")
+    if edited:
+        flags.append(f"test cell(s) edited: {', '.join(edited)} (restored from the gradebook)")
+    return flags
 
 
 def _first_line(error: BaseException) -> str:
@@ -459,8 +484,8 @@ def _rel(course: Course, path: Path) -> str:
 
 
 #: What nbgrader's autograde does after executing; the executing itself happens in sandboxes.
-SCORE_PREPROCESSORS = [IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades,
-                       AssignLatePenalties, CheckCellMetadata]
+SCORE_PREPROCESSORS = [IgnorePattern, ClearMetadataPreprocessor, LimitOutput, ErrorsFail,
+                       SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
 
 
 def autograde(course: Course, assignment: str, student: str = "*") -> list[Outcome]:
@@ -483,6 +508,7 @@ def autograde(course: Course, assignment: str, student: str = "*") -> list[Outco
         course.echo(f"no submissions of {assignment} under {course.work_dir / 'submitted'}")
         return []
     plan = course.sandbox_plan()
+    sweep(plan)
     sync_gradebook(course, assignment)
     scratch = course.work_dir / "grading" / assignment
     shutil.rmtree(scratch, ignore_errors=True)
@@ -517,7 +543,7 @@ def autograde(course: Course, assignment: str, student: str = "*") -> list[Outco
                                      "submission (see logs/autograde-*-prepared.log)",
                                      outcomes[name].flags)
             continue
-        tasks.append(course.task(assignment, name, folder))
+        tasks.append(course.task(assignment, name, folder, incoming / name / assignment))
     results = run_tasks(course, tasks, workers, label=assignment)
 
     for task in tasks:
@@ -542,6 +568,8 @@ def autograde(course: Course, assignment: str, student: str = "*") -> list[Outco
 
     status_file = course.read_status()
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    log = [f"{now} grading {assignment}: {len(students)} submission(s), {workers} worker(s), "
+           f"sandbox {plan.summary()}"]
     for name in students:
         out = outcomes[name]
         ok = name in scored and _autograded_ok(course, name, assignment)
@@ -557,9 +585,15 @@ def autograde(course: Course, assignment: str, student: str = "*") -> list[Outco
             "status": out.status, "reason": out.reason, "autograded": ok, "at": now,
             "flags": out.flags, "sandbox": out.sandbox or plan.summary(),
             "seconds": out.seconds}
-        course.echo(f"  {name:24s} {out.status}" + (f" ({out.reason})" if out.reason else "")
-                    + "".join(f"\n  {'':24s} flag: {f}" for f in out.flags))
+        line = (f"  {name:24s} {out.status}" + (f" ({out.reason})" if out.reason else "")
+                + "".join(f"\n  {'':24s} flag: {f}" for f in out.flags))
+        course.echo(line)
+        log.append(line)
     course.write_status(status_file)
+    logs = course.work_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with (logs / f"grading-{assignment}.log").open("a", encoding="utf-8") as fh:
+        fh.write("\n".join(log) + "\n")
     if not course.keep_scratch:
         shutil.rmtree(scratch, ignore_errors=True)
     return [outcomes[name] for name in students]

@@ -199,7 +199,9 @@ def detect(refresh: bool = False) -> Plan:
     root = os.geteuid() == 0
     why: dict[str, str] = {}
     bwrap = shutil.which("bwrap")
-    if sys.platform != "linux":
+    if os.environ.get("LORALAB_NO_SANDBOX"):  # the benchmark's baseline; never for grading
+        bwrap, why["filesystem"] = None, "turned off by LORALAB_NO_SANDBOX"
+    elif sys.platform != "linux":
         bwrap, why["filesystem"] = None, f"namespaces need Linux, this is {sys.platform}"
     elif bwrap is None:
         why["filesystem"] = "bubblewrap is not installed (Debian/Ubuntu: apt install bubblewrap)"
@@ -213,7 +215,8 @@ def detect(refresh: bool = False) -> Plan:
     for key in ("network", "pid", "scratch"):
         if "filesystem" in why:
             why[key] = why["filesystem"]
-    cgroups, why_cg = _writable_cgroups()
+    cgroups, why_cg = ({}, "turned off by LORALAB_NO_SANDBOX") \
+        if os.environ.get("LORALAB_NO_SANDBOX") else _writable_cgroups()
     if why_cg:
         why["cgroups"] = why_cg
     _PLAN = Plan(bwrap=bwrap, setpriv=setpriv, root=root, cgroups=cgroups, why_not=why)
@@ -260,7 +263,7 @@ class Sandbox:
 
     # host folder: <tmp>/lls-XXXX/ (0700, the host's), with ipc/ inside (the sandbox's)
     def __enter__(self) -> "Sandbox":
-        self.run_dir = Path(tempfile.mkdtemp(prefix="lls-"))
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"lls-{os.getpid()}-"))
         ipc = self.ipc_dir
         ipc.mkdir()
         if self.plan.root and self.plan.isolated:
@@ -273,7 +276,19 @@ class Sandbox:
         for path in self.cgroups.values():
             _rmdir_cgroup(path)
         if self.run_dir is not None:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+            _remove_tree(self.run_dir)
+
+    def lock_ipc(self) -> bool:
+        """Once the kernel has bound its sockets: the sandbox may no longer add, remove or
+        replace anything in its ipc folder (the one host folder it can reach), so it cannot
+        fill the host's disk there or swap a socket for a link to another host socket.
+        Grading as root, the folder goes back to root (0755); as an ordinary user the kernel
+        has the folder's uid, so this is not possible (see autograde/README.md)."""
+        if not (self.plan.root and self.plan.isolated):
+            return False
+        os.chown(self.ipc_dir, 0, 0)
+        os.chmod(self.ipc_dir, 0o755)
+        return True
 
     @property
     def ipc_dir(self) -> Path:
@@ -392,6 +407,16 @@ class Sandbox:
         return args
 
     # -- the end ------------------------------------------------------------------------
+    #: processes of a sandbox that runs only its command: bwrap, bwrap's init (PID 1), COMMAND
+    BASELINE = 3
+
+    def extra_processes(self) -> int | None:
+        """Processes beyond bwrap, its init and the command (None without a pids cgroup):
+        what a submission left running, counted before the kernel is shut down."""
+        if "pids" not in self.cgroups:
+            return None
+        return max(0, len(_procs(self.cgroups["pids"])) - self.BASELINE)
+
     def stop(self) -> dict:
         """Kill every process left in the sandbox's cgroups; read their counters."""
         if not self.cgroups:
@@ -427,6 +452,97 @@ class Sandbox:
         if "cpuacct" in self.cgroups:
             out["cpu_seconds"] = int(_read(self.cgroups["cpuacct"] / "cpuacct.usage") or 0) / 1e9
         return out
+
+
+def _remove_tree(path: Path) -> None:
+    """rm -rf, not following links, without Python's recursion (a sandbox can nest folders
+    thousands deep in its ipc folder before it is locked)."""
+    if shutil.which("rm"):
+        subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if os.path.lexists(path):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def sweep(plan: Plan | None = None) -> int:
+    """Remove what sandboxes whose worker died without cleaning up (killed, say) left behind:
+    their cgroups (killing whatever is still in them) and run folders; returns how many."""
+    plan, removed = plan or detect(), 0
+    for path in Path(tempfile.gettempdir()).glob("lls-*-*"):
+        pid = path.name.split("-")[1]
+        try:
+            mine = path.lstat().st_uid == os.getuid()
+        except OSError:
+            continue
+        if mine and pid.isdigit() and not Path("/proc", pid).exists():
+            _remove_tree(path)
+            removed += 1
+    for mount in set(plan.cgroups.values()):
+        parent = mount / CGROUP_PARENT
+        for path in (parent.iterdir() if parent.is_dir() else []):
+            parts = path.name.rsplit("-", 2)
+            if not path.is_dir() or len(parts) != 3 or not parts[1].isdigit():
+                continue
+            if Path("/proc", parts[1]).exists():
+                continue  # its worker is alive
+            for pid in _procs(path):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            _rmdir_cgroup(path)
+            removed += not path.exists()
+    return removed
+
+
+_FORK_PROBE = """import os, sys, time
+made = 0
+for _ in range(int(sys.argv[1])):
+    try:
+        pid = os.fork()
+    except OSError:
+        print("refused after", made); sys.exit(0)
+    if pid == 0:
+        time.sleep(60); os._exit(0)
+    made += 1
+print("not refused"); sys.exit(1)
+"""
+_MEMORY_PROBE = """print("started", flush=True)
+blocks = []
+for _ in range(16):
+    blocks.append(b"x" * (64 << 20))
+print("not refused")
+"""
+
+
+def prove_limits(plan: Plan | None = None) -> dict[str, str]:
+    """Show, with harmless probes, that the process and memory limits are in force here:
+    {"isolation": ..., "process limit": "" | why not, "memory limit": "" | why not}
+    (isolation: bubblewrap works, so an attack on the file system meets only the sandbox's
+    view). The process probe forks
+    at most 20 sleepers (one more than its limit of 19 allows); the memory probe asks for
+    1 GiB under a 256 MiB limit. Tests run fork and memory bombs only after this says ''."""
+    plan = plan or detect()
+    out = {"isolation": "" if plan.isolated else plan.why_not.get("filesystem", "off")}
+    with tempfile.TemporaryDirectory() as tmp:
+        probes = {"fork.py": _FORK_PROBE, "memory.py": _MEMORY_PROBE}
+        for name, text in probes.items():
+            Path(tmp, name).write_text(text)
+            os.chmod(Path(tmp, name), 0o644)
+        cases = {"process limit": (Limits(processes=19), ["fork.py", "20"]),
+                 "memory limit": (Limits(memory=256 << 20), ["memory.py"])}
+        for what, (limits, argv) in cases.items():
+            files = {argv[0]: str(Path(tmp, argv[0]))}
+            with Sandbox(limits, files, plan=plan, name="probe") as box:
+                proc = subprocess.run(box.wrap([sys.executable, "-I", *argv], dict(os.environ)),
+                                      capture_output=True, text=True, timeout=120)
+            # it must have run, and then been stopped (not merely failed to start)
+            refused = "not refused" not in proc.stdout and (
+                "refused after" in proc.stdout if what == "process limit"
+                else "started" in proc.stdout and proc.returncode != 0)
+            out[what] = "" if refused else (f"the probe was not stopped (exit {proc.returncode}"
+                                            f", {proc.stdout.strip()[-200:]!r})")
+    return out
 
 
 def _read(path: Path) -> str:

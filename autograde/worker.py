@@ -23,6 +23,7 @@ import nbformat
 import zmq
 import zmq.asyncio
 from jupyter_client.manager import AsyncKernelManager
+from nbclient.util import run_sync
 from nbformat.v4 import new_output
 from traitlets import Any, Integer
 
@@ -43,7 +44,7 @@ class SandboxKernelManager(AsyncKernelManager):
     message from it capped at ``max_message_bytes`` by zmq itself."""
 
     sandbox = Any(None)
-    max_message_bytes = Integer(64 << 20)
+    max_message_bytes = Integer(256 << 20)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -67,6 +68,12 @@ class SandboxKernelManager(AsyncKernelManager):
             self._connect_control_socket()
             self.session.send(self._control_socket, msg)
 
+    async def shutdown_kernel(self, now=False, restart=False):  # noqa: D102
+        extra = self.sandbox.extra_processes()
+        if extra:
+            self.sandbox.report["left_running_at_end"] = extra
+        return await super().shutdown_kernel(now=now, restart=restart)
+
     def client(self, **kwargs):
         context = zmq.asyncio.Context()
         context.setsockopt(zmq.MAXMSGSIZE, int(self.max_message_bytes))
@@ -78,18 +85,24 @@ class NotebookTimeout(Exception):
     """The notebook as a whole ran past its wall-time limit."""
 
 
+#: Message types that carry no output (kernel status, echo of the input, replies).
+QUIET = ("status", "execute_input", "clear_output")
+
+
 def _output_size(msg: dict) -> int:
-    content, kind = msg.get("content", {}), msg.get("msg_type")
-    if kind == "stream":
-        return len(content.get("text", ""))
-    if kind in ("display_data", "execute_result", "update_display_data"):
-        return sum(len(v) if isinstance(v, str) else len(json.dumps(v))
-                   for v in content.get("data", {}).values())
-    if kind == "error":
-        return sum(map(len, content.get("traceback", []))) + len(content.get("evalue", ""))
-    if kind.startswith("comm"):
-        return len(json.dumps(content.get("data", {})))
-    return 0
+    """Bytes an iopub message adds to the notebook: all of it (content with every key and
+    field, metadata, binary buffers), so no field escapes the caps."""
+    if msg.get("msg_type") in QUIET:
+        return 0
+    return (len(json.dumps(msg.get("content", {}))) + len(json.dumps(msg.get("metadata", {})))
+            + sum(len(b) for b in msg.get("buffers") or []))
+
+
+def _shorten_error(content: dict) -> None:
+    """An error decides a score, so it is never dropped: it is shortened instead."""
+    content["ename"] = str(content.get("ename", ""))[:200]
+    content["evalue"] = str(content.get("evalue", ""))[:2000]
+    content["traceback"] = [str(line)[:2000] for line in content.get("traceback", [])[-20:]]
 
 
 class LimitedExecute(SafeExecute):
@@ -108,11 +121,32 @@ class LimitedExecute(SafeExecute):
         self.flags: list[str] = []
         self._cell_timeout = self.timeout
 
+    message_bytes = Integer(256 << 20)
+
     def create_kernel_manager(self):
         km = super().create_kernel_manager()
         km.sandbox = self.sandbox
-        km.max_message_bytes = max(self.cell_output_bytes, 1 << 20) * 4
+        km.max_message_bytes = self.message_bytes
         return km
+
+    async def async_start_new_kernel_client(self):
+        """Also watch the iopub socket: zmq drops the connection when one message passes
+        ``message_bytes``, and that is the only trace such a message leaves."""
+        kc = await super().async_start_new_kernel_client()
+        self.sandbox.lock_ipc()  # the kernel is up and no student code has run yet
+        monitor = kc.iopub_channel.socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._monitor = zmq.Socket.shadow(monitor.underlying)  # a blocking view, polled below
+        self._monitor_keep = monitor
+        return kc
+
+    start_new_kernel_client = run_sync(async_start_new_kernel_client)
+
+    def dropped_connections(self) -> int:
+        count, monitor = 0, getattr(self, "_monitor", None)
+        while monitor is not None and monitor.poll(0):
+            monitor.recv_multipart()
+            count += 1
+        return count
 
     def preprocess(self, nb, resources=None, km=None):
         self._deadline = time.monotonic() + self.notebook_timeout
@@ -127,14 +161,24 @@ class LimitedExecute(SafeExecute):
                                   f"before {self._running or 'cell %d' % index}")
         self.timeout = max(1, min(self._cell_timeout, math.ceil(left)))
         self._cell_bytes, self._cell_cut = 0, False
-        return super().preprocess_cell(cell, resources, index)
+        out = super().preprocess_cell(cell, resources, index)
+        if self.dropped_connections():  # the cell ended all the same: say what was lost
+            self._cut(cell, "one output message")
+            self.flags[-1] = (f"output dropped in {self._running}: one output message passed "
+                              f"{_mb(self.message_bytes)}")
+        return out
 
     def process_message(self, msg, cell, cell_index):
         size = _output_size(msg)
         if size:
-            if msg["msg_type"] == "error":  # never drop an error: it decides the score
-                content = msg["content"]
-                content["traceback"] = [line[:2000] for line in content.get("traceback", [])[-20:]]
+            if msg["msg_type"] == "error":  # kept (shortened): one per cell past the caps
+                _shorten_error(msg["content"])
+                size = _output_size(msg)
+                over = (self._cell_bytes + size > self.cell_output_bytes
+                        or self._total + size > self.notebook_output_bytes)
+                if over and any(o.get("output_type") == "error" for o in cell.outputs):
+                    self._cut(cell, "this cell's output")
+                    return None
             elif (self._cell_bytes + size > self.cell_output_bytes
                   or self._total + size > self.notebook_output_bytes):
                 self._cut(cell, "this cell's output" if self._cell_bytes + size >
@@ -148,7 +192,8 @@ class LimitedExecute(SafeExecute):
         if self._cell_cut:
             return
         self._cell_cut = True
-        limit = self.cell_output_bytes if what.startswith("this") else self.notebook_output_bytes
+        limit = {"this cell's output": self.cell_output_bytes, "one output message":
+                 self.message_bytes}.get(what, self.notebook_output_bytes)
         cell.outputs.append(new_output("stream", name="stdout",
                                        text="\n" + TRUNCATED.format(what=what,
                                                                     limit=_mb(limit)) + "\n"))
@@ -175,7 +220,8 @@ def execute(task: dict) -> dict:
         ex = LimitedExecute(config=cfg, sandbox=box,
                             cell_output_bytes=task.get("cell_output_bytes", 2 << 20),
                             notebook_output_bytes=task.get("notebook_output_bytes", 16 << 20),
-                            notebook_timeout=task.get("notebook_timeout", 900))
+                            notebook_timeout=task.get("notebook_timeout", 900),
+                            message_bytes=task.get("message_bytes", 256 << 20))
         resources = {"metadata": {"path": str(box.run_dir)},
                      "nbgrader": {"assignment": task["assignment"], "student": task["student"],
                                   "notebook": task["notebook"]}}
@@ -185,7 +231,13 @@ def execute(task: dict) -> dict:
         except NotebookTimeout as error:
             SafeExecute.outcomes[key] = (TIMED_OUT, str(error))
         except Exception:  # SafeExecute recorded why
-            pass
+            alive = box.process is not None and box.process.poll() is None
+            timed_out = SafeExecute.outcomes.get(key, ("",))[0] == TIMED_OUT
+            if alive and timed_out and ex.dropped_connections():
+                SafeExecute.outcomes[key] = (
+                    "killed: output", f"one output message of {ex._running} passed "
+                    f"{_mb(ex.message_bytes)}: the connection dropped it, and the cell's end "
+                    f"with it; nothing after it ran")
         returncode = box.process.poll() if box.process is not None else None
         report = box.stop()
     status, reason = SafeExecute.outcomes.pop(key, (NOT_GRADED, "execution did not start"))
@@ -220,6 +272,9 @@ def _limit_flags(report, limits) -> list[str]:
     if report.get("process_limit_hits"):
         flags.append(f"hit the process limit ({limits.processes}) "
                      f"{report['process_limit_hits']} time(s)")
+    if report.get("left_running_at_end"):
+        flags.append(f"{report['left_running_at_end']} process(es) of the submission were still "
+                     "running when the notebook ended (killed with the sandbox)")
     if report.get("left_running"):
         flags.append(f"{report['left_running']} process(es) could not be killed")
     return flags

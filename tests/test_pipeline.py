@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+import warnings
 from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
@@ -40,6 +43,9 @@ NOTEBOOK = "lora_linear"
 SAMPLE_DIR = ROOT / "autograde" / "samples" / ASSIGNMENT
 SAMPLES = sorted(SAMPLE_DIR.glob("*.py"))
 E2E_TIMEOUT = 30  # seconds per cell in the temporary course (the notebook's slowest cell: ~1 s)
+E2E_WORKERS = 2
+NETWORK_PORT = 47613  # hostile_snoop.py tries to reach the host here (loopback only)
+DAEMON_MARK = "loralab-hostile-daemon"
 HIDDEN_SAMPLE = "bug_subclass_reference"  # fails a hidden test only (the not-reference check)
 
 # nbgrader's own gradebook code trips SQLAlchemy warnings on every new submission
@@ -59,14 +65,20 @@ def student_id(sample_path: Path) -> str:
     return "sample-" + sample_path.stem
 
 
-def expected_status(sample_path: Path) -> str | None:
-    """The sample's optional `# status:` header line: the CSV status grading must report."""
+def header(sample_path: Path, key: str) -> str | None:
+    """The sample's optional `# key:` header line (status: the CSV status grading must
+    report; flag: text the CSV's flags must contain; needs: a limit that must be proven in
+    force before the sample may run)."""
     for line in sample_path.read_text(encoding="utf-8").splitlines():
         if line.startswith("# %%"):
             break
-        if line.startswith("# status:"):
+        if line.startswith(f"# {key}:"):
             return line.partition(":")[2].strip()
     return None
+
+
+def expected_status(sample_path: Path) -> str | None:
+    return header(sample_path, "status")
 
 
 def grade_id(cell):
@@ -253,28 +265,92 @@ def test_release_holds_no_solution_and_no_hidden_test(release_root, fresh_releas
 
 
 # -- end to end on the real course, ONE autograde run --------------------------------------
+def _digests(folder: Path) -> dict[str, str]:
+    import hashlib
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+class _Listener:
+    """A loopback TCP + UDP listener: did anything reach the host's network?"""
+
+    def __init__(self, port):
+        import socket
+        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.tcp.bind(("127.0.0.1", port))
+        self.tcp.listen(4)
+        self.tcp.setblocking(False)
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", port))
+        self.udp.setblocking(False)
+
+    def received(self) -> list:
+        got = []
+        for sock, read in ((self.tcp, lambda s: s.accept()), (self.udp, lambda s: s.recv(99))):
+            try:
+                got.append(read(sock))
+            except BlockingIOError:
+                pass
+            sock.close()
+        return got
+
+
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
+    """Every sample of 01 (normal and hostile) plus unreadable, foreign and badly named
+    submissions, graded in ONE run with E2E_WORKERS workers, each in its own sandbox. Bombs
+    run only after sandbox.prove_limits() shows their limit in force; otherwise they are left
+    out, loudly, and their tests skip."""
+    from autograde.sandbox import prove_limits
     course = make_course(tmp_path_factory.mktemp("e2e"), E2E_TIMEOUT, ROOT / "solutions")
+    course.workers = E2E_WORKERS
+    course.limits = dataclasses.replace(course.limits, memory=2 << 30)
     P.release(course, [ASSIGNMENT])
     release_path = course.release_dir / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
     source_nb_path = course.source_dir / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
     P.submit(course, ASSIGNMENT, "reference", {NOTEBOOK: source_nb_path})
     P.submit(course, ASSIGNMENT, "untouched-release", {NOTEBOOK: release_path})
-    samples = {}
+    proven = prove_limits()
+    samples, left_out = {}, {}
     for path in SAMPLES:
+        needs = header(path, "needs")
+        if needs and proven.get(needs, f"unknown limit {needs!r}"):
+            left_out[student_id(path)] = f"{needs} not in force: {proven.get(needs)}"
+            warnings.warn(f"NOT RUNNING {path.name}: {left_out[student_id(path)]}")
+            continue
         sample = load_sample(path)
         sample.status = expected_status(path)
+        sample.flag = header(path, "flag")
         samples[student_id(path)] = sample
         P.submit(course, ASSIGNMENT, student_id(path), {NOTEBOOK: build_submission(release_path,
                                                                                    sample)})
+    # submissions nbgrader itself cannot take: what reason do they get?
+    odd = {"foreign-notebook": "is assignment 05_dora's notebook",
+           "unreadable": "not a readable notebook",
+           "bad[id": "cannot be graded", "star*id": "cannot be graded"}
+    foreign = ROOT / "notebooks" / "05_dora" / "dora.ipynb"
+    for student in odd:
+        folder = course.submitted_dir(student, ASSIGNMENT)
+        folder.mkdir(parents=True)
+        if student == "foreign-notebook":
+            shutil.copyfile(foreign, folder / f"{NOTEBOOK}.ipynb")
+        elif student == "unreadable":
+            (folder / f"{NOTEBOOK}.ipynb").write_bytes(b"\x89PNG\r\n not json")
+        else:
+            shutil.copyfile(release_path, folder / f"{NOTEBOOK}.ipynb")
+    submitted = _digests(course.work_dir / "submitted")
+    protected = {name: _digests(course.root / name) for name in ("solutions", "notebooks")}
+    listener = _Listener(NETWORK_PORT)
     started = time.monotonic()
     rows = P.grade(course, ASSIGNMENT)
     elapsed = time.monotonic() - started
-    print(f"\ne2e: graded {len(rows)} submissions in {elapsed:.0f} s")
+    print(f"\ne2e: graded {len(rows)} submissions in {elapsed:.0f} s with {E2E_WORKERS} workers")
     return SimpleNamespace(course=course, rows={r["student_id"]: r for r in rows},
                            samples=samples, source=nbformat.read(source_nb_path, as_version=4),
-                           auto=autograded_names(course, ASSIGNMENT), elapsed=elapsed)
+                           auto=autograded_names(course, ASSIGNMENT), elapsed=elapsed,
+                           left_out=left_out, odd=odd, submitted=submitted,
+                           protected=protected, network=listener.received())
 
 
 def auto_score(graded, student) -> tuple[float, float]:
@@ -307,6 +383,8 @@ def test_untouched_release_scores_zero(graded):
 @pytest.mark.parametrize("path", SAMPLES, ids=[p.stem for p in SAMPLES])
 def test_sample_is_graded_as_expected(graded, path):
     student = student_id(path)
+    if student in graded.left_out:
+        pytest.skip(f"not run: {graded.left_out[student]}")
     sample = graded.samples[student]
     row = graded.rows[student]
     if sample.status:
@@ -318,6 +396,11 @@ def test_sample_is_graded_as_expected(graded, path):
     assert expected[sample.expect], (f"{path.name}: expected {sample.expect}, got {score:g} of "
                                      f"{top:g} autograded points")
     assert float(row["auto_score"]) == score
+    if sample.flag:
+        assert sample.flag in row["flags"] and row["flagged"] == "True", row
+    if path.stem.startswith("hostile_"):  # every hostile one is 0 or flagged with its reason
+        assert score == 0 or row["flags"], row
+        assert row["status"] == "graded" or row["reason"], row
 
 
 @needs_course
@@ -340,7 +423,8 @@ def _students_with(graded, status):
 @pytest.mark.slow
 @needs_course
 def test_endless_loop_is_cut_and_the_batch_goes_on(graded):
-    looping = _students_with(graded, "timed out")
+    looping = [s for s in _students_with(graded, "timed out")
+               if "interrupted after" in graded.rows[s]["reason"]]  # (not the SIGINT-deaf one)
     assert looping
     for student in looping:
         nb = autograded_nb(graded.course, student, ASSIGNMENT, NOTEBOOK)
@@ -349,7 +433,8 @@ def test_endless_loop_is_cut_and_the_batch_goes_on(graded):
         assert (graded.course.feedback_dir(student, ASSIGNMENT) / f"{NOTEBOOK}.html").exists()
     # every other submission that kept its kernel alive was graded, before and after the loop
     for student, row in graded.rows.items():
-        if row["status"] != "kernel died":
+        if row["status"] != "kernel died" and not row["status"].startswith("killed") \
+                and student not in graded.odd and "did not answer" not in row["reason"]:
             assert row["status"] in ("graded", "timed out"), (student, row["reason"])
             assert (graded.course.autograded_dir(student, ASSIGNMENT) / f"{NOTEBOOK}.ipynb").exists()
 
@@ -401,7 +486,7 @@ def test_feedback_for_every_graded_submission_shows_no_hidden_test(graded):
     assert hidden
     for student, row in graded.rows.items():
         html = graded.course.feedback_dir(student, ASSIGNMENT) / f"{NOTEBOOK}.html"
-        if row["status"] not in ("graded", "timed out"):
+        if row["status"] not in ("graded", "timed out") or "did not answer" in row["reason"]:
             continue
         assert html.exists(), f"no feedback for {student}"
         text = html_text(html)
@@ -427,9 +512,129 @@ def test_csv_has_a_row_for_every_submitted_student(graded):
     assert required <= set(rows[0])
     students = {r["student_id"] for r in rows}
     assert students == set(graded.course.submitted_students(ASSIGNMENT))
-    assert len(rows) == len(students) == len(SAMPLES) + 2
-    assert {r["status"] for r in rows} <= {"graded", "timed out", "kernel died", "not graded"}
+    assert len(rows) == len(students) == len(graded.samples) + 2 + len(graded.odd)
+    assert {r["status"] for r in rows} <= {"graded", "timed out", "kernel died", "not graded",
+                                           "killed: memory", "killed: output", "killed: cpu"}
+    assert all(r["sandbox"] for r in rows if r["status"] != "not graded")
     assert all(r["assignment"] == ASSIGNMENT for r in rows)
+
+
+@pytest.mark.slow
+@needs_course
+def test_submissions_nbgrader_cannot_take_get_their_real_reason(graded):
+    for student, why in graded.odd.items():
+        row = graded.rows[student]
+        assert row["status"] == "not graded" and why in row["reason"], row
+        assert row["flagged"] == "True" and row["score"] == "0"
+
+
+@pytest.mark.slow
+@needs_course
+def test_no_submission_is_altered_and_nothing_outside_the_sandbox_is_written(graded):
+    assert _digests(graded.course.work_dir / "submitted") == graded.submitted
+    for name, digests in graded.protected.items():
+        assert _digests(graded.course.root / name) == digests, f"{name}/ changed"
+    mark = "PWNED-by-hostile-overwrite"
+    for top in (graded.course.root, ROOT / "lorakit", Path(tempfile.gettempdir()),
+                Path.home()):
+        hits = [p for p in top.glob(f"**/{mark}") if ".venv" not in p.parts] \
+            if top != Path.home() else list(top.glob(mark))
+        assert not hits, hits
+    # the overwrite attack did run: its own (sandboxed) view saw writable places
+    nb = autograded_nb(graded.course, "sample-hostile_overwrite", ASSIGNMENT, NOTEBOOK)
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "overwrote:" in text
+    from autograde.sandbox import detect
+    if detect().root and detect().isolated:  # its ipc folder is locked once the kernel is up
+        assert "ipc: refused" in text and "ipc: wrote" not in text
+
+
+@pytest.mark.slow
+@needs_course
+def test_feedback_pages_are_sanitized(graded):
+    html = (graded.course.feedback_dir("sample-hostile_html_script", ASSIGNMENT)
+            / f"{NOTEBOOK}.html").read_text(encoding="utf-8")
+    # (the cell's source shows the attack, escaped; no live tag may carry it)
+    assert "<script>document.title" not in html
+    assert "<img src=x onerror" not in html and "<iframe srcdoc" not in html
+
+
+@pytest.mark.slow
+@needs_course
+def test_a_failing_test_cell_scores_zero_and_outputs_stay_small(graded):
+    """Whatever a test cell displayed before its error (nbgrader would take a displayed number
+    as partial credit), a test cell with an error earns nothing; and no autograded notebook
+    is larger than the output caps allow."""
+    limit = graded.course.notebook_output_bytes + (2 << 20)  # outputs + the notebook's cells
+    for student, row in graded.rows.items():
+        path = graded.course.autograded_dir(student, ASSIGNMENT) / f"{NOTEBOOK}.ipynb"
+        if not path.exists():
+            continue
+        assert path.stat().st_size < limit, (student, path.stat().st_size)
+        nb = nbformat.read(path, as_version=4)
+        grades = cell_grades(graded.course, student, ASSIGNMENT)
+        for cell in nb.cells:
+            if grade_id(cell) in graded.auto and errors_of(cell):
+                assert grades[grade_id(cell)].auto == 0, (student, grade_id(cell))
+
+
+@pytest.mark.slow
+@needs_course
+def test_hostile_code_sees_nothing_and_reaches_no_network(graded):
+    assert graded.network == [], "a submission reached the host's loopback"
+    for student in ("sample-hostile_snoop", "sample-hostile_gradebook"):
+        nb = autograded_nb(graded.course, student, ASSIGNMENT, NOTEBOOK)
+        text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+        assert "LEAK" not in text and "zeroed" not in text, text[:2000]
+    text = "".join(o.get("text", "") for c in autograded_nb(
+        graded.course, "sample-hostile_snoop", ASSIGNMENT, NOTEBOOK).cells
+        for o in c.get("outputs", []))
+    # TCP to the host's port is refused (its loopback is its own); a UDP datagram "sent" there
+    # goes nowhere: the host's listener (above) received nothing
+    assert "network tcp: sent" not in text and "network tcp:" in text
+
+
+@pytest.mark.slow
+@needs_course
+def test_nothing_is_left_running(graded):
+    from autograde.sandbox import SANDBOX_UID, detect
+    procs = []
+    for entry in Path("/proc").iterdir():
+        try:
+            procs.append((entry.stat().st_uid, (entry / "cmdline").read_bytes()))
+        except (OSError, ValueError):
+            continue
+    assert not [cmd for _, cmd in procs if DAEMON_MARK.encode() in cmd]
+    if os.geteuid() == 0 and detect().isolated:
+        # a sandbox process whose sandbox (its run folder) is gone has outlived it; (kernels of
+        # another grading run on this machine keep their folders)
+        def orphan(cmd: bytes) -> bool:
+            paths = [a for a in cmd.decode(errors="replace").split("\0") if "/lls-" in a]
+            return not paths or not all(Path(p).exists() for p in paths)
+        left = [cmd for uid, cmd in procs if uid == SANDBOX_UID and orphan(cmd)]
+        assert not left, f"processes outlived their sandbox: {left[:3]}"
+    for mount in set(detect().cgroups.values()):
+        left = [p for p in (mount / "loralab").glob("*") if p.is_dir()]
+        assert not left, left
+
+
+@pytest.mark.slow
+@needs_course
+def test_scores_equal_a_serial_run_of_each_student_alone(graded, tmp_path):
+    """Parallel grading beside hostile submissions gives each normal student exactly the
+    scores it gets graded alone with one worker."""
+    course = make_course(tmp_path, E2E_TIMEOUT, ROOT / "solutions")
+    course.workers = 1
+    P.release(course, [ASSIGNMENT])
+    students = ["reference"] + sorted(s for s in graded.samples if s.startswith(
+        ("sample-correct", "sample-bug")))[:4]
+    for student in students:
+        shutil.copytree(graded.course.submitted_dir(student, ASSIGNMENT),
+                        course.submitted_dir(student, ASSIGNMENT))
+        P.autograde(course, ASSIGNMENT, student)
+        alone = {k: v.auto for k, v in cell_grades(course, student, ASSIGNMENT).items()}
+        batch = {k: v.auto for k, v in cell_grades(graded.course, student, ASSIGNMENT).items()}
+        assert alone == batch, student
 
 
 @pytest.mark.slow
