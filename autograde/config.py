@@ -185,25 +185,33 @@ class RestoreCells(OverwriteCells):
         return nb, resources
 
 
-class ErrorsFail(NbGraderPreprocessor):
-    """A test cell with an error scores 0, whatever it displayed before the error.
+class NoPartialCredit(NbGraderPreprocessor):
+    """A test cell scores all its points or none: its ``execute_result`` outputs are dropped
+    before grades are saved.
 
     nbgrader takes a test cell's first ``execute_result`` as partial credit and looks no
-    further: student code called by the test could display a number (``displayhook(2)``) and
-    earn it before the check fails. This course gives no partial credit in test cells, so an
-    ``execute_result`` in a failing test cell is dropped before grades are saved.
+    further, so student code called by a test could display a number (``displayhook(2)``) and
+    earn it even though the check fails after it. This course's test cells never display a
+    value themselves (they end in a check or an assert): such an output can only come from
+    student code, and the pipeline flags it (``test_cells_displaying``).
     """
 
     def preprocess_cell(self, cell, resources, index):
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        if cell.cell_type == "code" and meta.get("grade") and not meta.get("solution"):
-            failed = any(o.get("output_type") == "error" or (
-                o.get("output_type") == "stream" and o.get("name") == "stderr")
-                for o in cell.outputs)
-            if failed:
-                cell.outputs = [o for o in cell.outputs
-                                if o.get("output_type") != "execute_result"]
+        if is_test_cell(cell):
+            cell.outputs = [o for o in cell.outputs if o.get("output_type") != "execute_result"]
         return cell, resources
+
+
+def is_test_cell(cell) -> bool:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return cell.get("cell_type") == "code" and bool(meta.get("grade")) \
+        and not meta.get("solution")
+
+
+def test_cells_displaying(nb) -> list[str]:
+    """grade_ids of the test cells that carry an ``execute_result`` (see NoPartialCredit)."""
+    return [c.metadata["nbgrader"]["grade_id"] for c in nb.cells if is_test_cell(c)
+            and any(o.get("output_type") == "execute_result" for o in c.get("outputs", []))]
 
 
 class ClearHiddenTestsAnywhere(ClearHiddenTests):
@@ -271,7 +279,7 @@ def course_config(root: str | os.PathLike = ROOT, work_dir: str | os.PathLike | 
         "nbgrader.preprocessors.CheckCellMetadata",
     ]
     c.Autograde.autograde_preprocessors = [
-        SafeExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, ErrorsFail,
+        SafeExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, NoPartialCredit,
         SaveAutoGrades, AssignLatePenalties, CheckCellMetadata,
     ]
     for name in ("ExecutePreprocessor", "Execute"):

@@ -45,7 +45,7 @@ from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Igno
 
 from .config import (CELL_OUTPUT_BYTES, CELL_TIMEOUT, GRADED, NOT_GRADED, NOTEBOOK_OUTPUT_BYTES,
                      NOTEBOOK_TIMEOUT, ROOT, SANDBOX_LIMITS, STARTUP_TIMEOUT, WORKERS,
-                     ErrorsFail, course_config, kernel_env)
+                     NoPartialCredit, course_config, kernel_env, test_cells_displaying)
 from .sandbox import Limits, Plan, detect, sweep
 
 CSV_COLUMNS = ["student_id", "assignment", "score", "max_score", "auto_score", "auto_max_score",
@@ -484,7 +484,7 @@ def _rel(course: Course, path: Path) -> str:
 
 
 #: What nbgrader's autograde does after executing; the executing itself happens in sandboxes.
-SCORE_PREPROCESSORS = [IgnorePattern, ClearMetadataPreprocessor, LimitOutput, ErrorsFail,
+SCORE_PREPROCESSORS = [IgnorePattern, ClearMetadataPreprocessor, LimitOutput, NoPartialCredit,
                        SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
 
 
@@ -554,6 +554,10 @@ def autograde(course: Course, assignment: str, student: str = "*") -> list[Outco
         out.seconds = result.get("seconds")
         out.status, out.reason = result["status"], result["reason"]
         if result.get("notebook") is not None:
+            shown = test_cells_displaying(nbformat.reads(result["notebook"], as_version=4))
+            if shown:
+                out.flags.append(f"test cell(s) {', '.join(shown)} displayed a value: only "
+                                 "student code does that (ignored: no partial credit)")
             target = executed / name / assignment
             target.mkdir(parents=True)
             (target / f"{task['notebook']}.ipynb").write_text(result["notebook"],

@@ -1,5 +1,6 @@
-# sample: hostile; a layer that outputs zeros and displays the number 1 while each test runs (nbgrader reads a test cell's first displayed number as partial credit): it keeps only the points of the checks its shapes pass (shapes, order), every failing test cell scores 0
+# sample: hostile; a layer that outputs zeros and displays the number 1 while each test runs (nbgrader reads a test cell's first displayed number as partial credit): the displayed numbers are ignored (a test cell scores all or nothing) and flagged; it keeps only the points of the checks a zero output passes (shapes, order)
 # expect: partial
+# flag: displayed a value
 # %% [lora_linear]
 class LoRALinear(nn.Module):
     def __init__(self, base_layer, rank=4, alpha=1):
