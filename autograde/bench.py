@@ -42,6 +42,30 @@ def _batch(course: Course, assignment: str, students: int) -> list[str]:
     return names
 
 
+def startup_cost(repeats: int = 5) -> dict:
+    """Seconds to start Python and import the kernel's modules, plain vs in a sandbox (the
+    sandbox's fixed cost per submission: namespaces, mounts, cgroups, setpriv)."""
+    import subprocess
+
+    from . import sandbox
+    code = ["-c", "import ipykernel.kernelapp, torch"]
+    plain, boxed = [], []
+    plan = sandbox.detect(refresh=True)
+    for _ in range(repeats):
+        started = time.monotonic()
+        subprocess.run([sys.executable, *code], check=True)
+        plain.append(time.monotonic() - started)
+        with sandbox.Sandbox(sandbox.Limits(), plan=plan, name="bench") as box:
+            started = time.monotonic()
+            subprocess.run(box.wrap([sys.executable, *code], dict(os.environ)), check=True)
+            boxed.append(time.monotonic() - started)
+    best = {"plain_s": round(min(plain), 3), "sandbox_s": round(min(boxed), 3)}
+    best["cost_s"] = round(best["sandbox_s"] - best["plain_s"], 3)
+    print(f"start-up (python + ipykernel + torch, best of {repeats}): plain {best['plain_s']} s, "
+          f"sandboxed {best['sandbox_s']} s: the sandbox costs {best['cost_s']} s", flush=True)
+    return best
+
+
 def run(students: int, assignment: str, workers: int) -> dict:
     from . import sandbox
     from . import pipeline
@@ -76,6 +100,7 @@ def run(students: int, assignment: str, workers: int) -> dict:
                       f"(mean execution {results[f'{mode}-{n}']['mean_execution_s']} s)",
                       flush=True)
         os.environ.pop("LORALAB_NO_SANDBOX", None)
+    startup = startup_cost()
     one, many = results["sandbox-1"], results[f"sandbox-{workers}"]
     plain = results["plain-1"]
     summary = {
@@ -85,11 +110,15 @@ def run(students: int, assignment: str, workers: int) -> dict:
         "speedup": round(one["wall_s"] / many["wall_s"], 2),
         "sandbox_overhead_s_per_student": round((one["wall_s"] - plain["wall_s"]) / students, 2),
         "sandbox_overhead_share": round((one["wall_s"] - plain["wall_s"]) / one["wall_s"], 3),
+        "sandbox_startup": startup,
+        "sandbox_startup_share": round(startup["cost_s"] * students / one["wall_s"], 3),
         "runs": results}
     print(f"\n{workers} workers vs 1: {summary['speedup']}x (target >= 1.8x on 2 cores)")
     print(f"sandbox overhead: {summary['sandbox_overhead_s_per_student']} s per student = "
           f"{100 * summary['sandbox_overhead_share']:.1f}% of a sandboxed student's grading "
           f"time (target <= 15%)")
+    print(f"sandbox start-up cost: {startup['cost_s']} s per student = "
+          f"{100 * summary['sandbox_startup_share']:.1f}% of a sandboxed student's grading time")
     return summary
 
 
