@@ -380,22 +380,24 @@ class Sandbox:
             elif os.path.isdir(top):
                 args += ["--ro-bind", top, top]
         args += ["--proc", "/proc", "--dev", "/dev"]
-        made = {"/", "/usr", "/etc", "/proc", "/dev", "/tmp"}
-        binds = _ro_paths()
-        for path in binds:
+        # the private /tmp first: the course environment may itself live under /tmp (a CI
+        # clone, say), and a tmpfs mounted after its binds would hide them
+        args += ["--perms", "1777", "--size", str(lim.scratch), "--tmpfs", "/tmp",
+                 "--perms", "0755", "--dir", "/home",
+                 "--perms", "0777", "--size", str(lim.scratch), "--tmpfs", HOME,
+                 "--perms", "0777", "--dir", WORKDIR]
+        made = {"/", "/usr", "/etc", "/proc", "/dev", "/tmp", "/home", HOME, WORKDIR}
+        for path in _ro_paths():
             for parent in _parents(path):
                 if parent not in made:
                     args += ["--perms", "0755", "--dir", parent]
                     made.add(parent)
             args += ["--ro-bind", path, path]
-        args += ["--perms", "1777", "--size", str(lim.scratch), "--tmpfs", "/tmp",
-                 "--perms", "0755", "--dir", "/home",
-                 "--perms", "0777", "--size", str(lim.scratch), "--tmpfs", HOME,
-                 "--perms", "0777", "--dir", WORKDIR]
         ipc = str(self.ipc_dir)
         for parent in _parents(ipc):
             if parent not in made:
                 args += ["--perms", "0755", "--dir", parent]
+                made.add(parent)
         args += ["--bind", ipc, ipc, "--chdir", WORKDIR, "--clearenv"]
         for key, value in sorted(env.items()):
             args += ["--setenv", key, value]
