@@ -442,13 +442,28 @@ def _tampering(course: Course, assignment: str, name: str, nb) -> list[str]:
     mine = {c.get("metadata", {}).get("nbgrader", {}).get("grade_id"): c.get("source", "")
             for c in nb.cells}
     deleted = sorted(g for g in tests if g not in mine)
-    edited = sorted(g for g in tests if g in mine and mine[g].strip() != tests[g].strip())
+    edited = sorted(g for g in tests if g in mine
+                    and _visible(mine[g]).strip() != _visible(tests[g]).strip())
     flags = []
     if deleted:
         flags.append(f"test cell(s) deleted: {', '.join(deleted)} (restored from the gradebook)")
     if edited:
         flags.append(f"test cell(s) edited: {', '.join(edited)} (restored from the gradebook)")
     return flags
+
+
+def _visible(source: str) -> str:
+    """A test cell's source without its hidden-test region (the source notebook's own test
+    cells carry one; the release's do not)."""
+    lines, hidden = [], False
+    for line in source.splitlines():
+        if "BEGIN HIDDEN TESTS" in line:
+            hidden = True
+        elif "END HIDDEN TESTS" in line:
+            hidden = False
+        elif not hidden:
+            lines.append(line)
+    return "\n".join(lines)
 
 
 def _first_line(error: BaseException) -> str:
