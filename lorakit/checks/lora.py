@@ -164,7 +164,7 @@ def check_low_rank_order(cls: type) -> None:
 
 
 def check_gradients(cls: type) -> None:
-    """Gradients reach B at init, both factors once B != 0, and never the base."""
+    """Gradients reach B at init, both factors once B != 0, never the base, and the input."""
     layer = _layer(cls, random=False, seed=10)
     base = find_base(layer)
     factors = find_factors(layer, IN, OUT, RANK)
@@ -189,6 +189,33 @@ def check_gradients(cls: type) -> None:
     leaked = [n for n, p in base.named_parameters() if p.grad is not None]
     if leaked:
         fail("Gradients must never reach the frozen base layer.", f"base parameters with a grad: {leaked}")
+    _check_input_gradient(layer)
+
+
+def _check_input_gradient(layer: nn.Module) -> None:
+    """dL/dx through the layer equals g M, where M is the layer's own linear map (its columns
+    measured as forward(e_i) - forward(0)): the frozen base path must pass gradients on to
+    whatever comes before the layer, even though its weights do not learn."""
+    g = randn(3, OUT, seed=16)
+    x = randn(3, IN, seed=17).requires_grad_(True)
+    y = forward(layer, x, IN, OUT)
+    call((y * g).sum().backward, what="Backward through your layer")
+    with torch.no_grad():
+        eye = torch.cat([torch.zeros(1, IN), torch.eye(IN)])
+        out = forward(layer, eye, IN, OUT)
+        M = (out[1:] - out[:1]).T                      # (OUT, IN): y = M x + c
+    expected = g @ M                                   # (3, IN)
+    got = x.grad
+    if got is None or got.abs().max() == 0:
+        fail("The loss must send a gradient back to the input x: layers before this one learn "
+             "through it. Is the base path computed under torch.no_grad() or detached? Freeze "
+             "the base *weights* (requires_grad=False) instead.",
+             "dL/dx: " + ("None" if got is None else "all zeros"))
+    err = (got - expected).abs().max().item()
+    if err > 1e-4 * (1 + expected.abs().max().item()):
+        fail("The gradient with respect to x does not match the layer's own linear map "
+             "(W + s B A): part of the path to x is detached or computed under no_grad.",
+             f"largest difference in dL/dx: {err:.3g}")
 
 
 def check_merge(cls: type, merge_fn: Callable[[nn.Module], nn.Linear]) -> None:
