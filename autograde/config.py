@@ -118,7 +118,7 @@ class SafeExecute(Execute):
                                              "it ran")
             raise
         except Exception as error:
-            self.outcomes[key] = (NOT_GRADED, f"{type(error).__name__}: {_first_line(error)}")
+            self.outcomes[key] = (NOT_GRADED, f"{type(error).__name__}: {first_line(error)}")
             raise
         timed_out = timed_out_cells(nb)
         if timed_out:
@@ -141,9 +141,10 @@ def timed_out_cells(nb) -> list[str]:
     return names
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (at most 300 characters), for a one-line reason."""
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 class RestoreCells(OverwriteCells):

@@ -45,7 +45,8 @@ from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Igno
 
 from .config import (CELL_OUTPUT_BYTES, CELL_TIMEOUT, GRADED, NOT_GRADED, NOTEBOOK_OUTPUT_BYTES,
                      NOTEBOOK_TIMEOUT, ROOT, SANDBOX_LIMITS, STARTUP_TIMEOUT, WORKERS,
-                     NoPartialCredit, course_config, kernel_env, test_cells_displaying)
+                     NoPartialCredit, course_config, first_line, is_test_cell, kernel_env,
+                     test_cells_displaying)
 from .sandbox import Limits, Plan, detect, sweep
 
 CSV_COLUMNS = ["student_id", "assignment", "score", "max_score", "auto_score", "auto_max_score",
@@ -153,13 +154,13 @@ class Course:
         wanted = self.workers or WORKERS or os.cpu_count() or 1
         return max(1, min(wanted, tasks or 1))
 
-    def task(self, assignment: str, student: str, folder: Path, submitted: Path) -> dict:
+    def task(self, assignment: str, student: str, folder: Path, submitted: Path,
+             task_dir: Path) -> dict:
         """What a worker needs to execute one prepared submission (no gradebook, no
         solutions): the prepared notebook's JSON (sent to the kernel cell by cell), the files
         the kernel sees (the assignment's data and the student's *own* notebook: the prepared
         one holds the hidden tests), the limits."""
         (name,) = self.notebook_names(assignment)
-        task_dir = folder.parent.parent.parent / "tasks" / student
         task_dir.mkdir(parents=True, exist_ok=True)
         files = {p.name: str(p) for p in sorted(folder.iterdir())
                  if p.is_file() and p.suffix != ".ipynb" and p.name != "timestamp.txt"
@@ -409,7 +410,7 @@ def _screen(course: Course, assignment: str, student: str,
         try:
             nb = nbformat.read(path, as_version=4)
         except Exception as error:  # JSON or schema errors, binary junk, ...
-            return f"{name}.ipynb is not a readable notebook: {_first_line(error)}", []
+            return f"{name}.ipynb is not a readable notebook: {first_line(error)}", []
         ids = _grade_ids(nb)
         ours = len(ids & known.get(assignment, set()))
         best = max(known, key=lambda a: len(ids & known[a]), default=assignment)
@@ -419,12 +420,12 @@ def _screen(course: Course, assignment: str, student: str,
         if not ids:
             return f"{name}.ipynb has no nbgrader cells: it is not this assignment's notebook", []
         flags += _tampering(course, assignment, name, nb)
-        for cell in nb.cells:
+        for index, cell in enumerate(nb.cells):
             meta = cell.get("metadata", {}).get("nbgrader", {})
             if meta.get("solution") or not meta.get("locked"):
                 hits = [m for m in MARKERS if m in cell.get("source", "")]
                 if hits:
-                    where = meta.get("grade_id") or f"cell {nb.cells.index(cell)}"
+                    where = meta.get("grade_id") or f"cell {index}"
                     flags.append(f"answer {where!r} contains nbgrader's marker {hits[0]!r}")
     return "", flags
 
@@ -437,8 +438,7 @@ def _tampering(course: Course, assignment: str, name: str, nb) -> list[str]:
         return []
     release = nbformat.read(path, as_version=4)
     tests = {c.metadata["nbgrader"]["grade_id"]: c.source for c in release.cells
-             if c.get("metadata", {}).get("nbgrader", {}).get("grade")
-             and not c.metadata["nbgrader"].get("solution")}
+             if is_test_cell(c)}
     mine = {c.get("metadata", {}).get("nbgrader", {}).get("grade_id"): c.get("source", "")
             for c in nb.cells}
     deleted = sorted(g for g in tests if g not in mine)
@@ -464,11 +464,6 @@ def _visible(source: str) -> str:
         elif not hidden:
             lines.append(line)
     return "\n".join(lines)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 def _nbgrader_pass(course: Course, assignment: str, source: Path, target: Path,
@@ -558,7 +553,8 @@ def autograde(course: Course, assignment: str, student: str = "*") -> list[Outco
                                      "submission (see logs/autograde-*-prepared.log)",
                                      outcomes[name].flags)
             continue
-        tasks.append(course.task(assignment, name, folder, incoming / name / assignment))
+        tasks.append(course.task(assignment, name, folder, incoming / name / assignment,
+                                 scratch / "tasks" / name))
     results = run_tasks(course, tasks, workers, label=assignment)
 
     for task in tasks:
@@ -642,7 +638,7 @@ def run_tasks(course: Course, tasks: list[dict], workers: int, label: str = "") 
             try:
                 results[task["student"]] = future.result()
             except Exception as error:  # a bug of ours: report it for this student only
-                results[task["student"]] = _failed(f"the worker failed: {_first_line(error)}")
+                results[task["student"]] = _failed(f"the worker failed: {first_line(error)}")
             bar.update()
     return results
 
@@ -802,7 +798,7 @@ def submit(course: Course, assignment: str, student: str, notebooks: dict) -> Pa
 
     notebooks: {notebook name: NotebookNode or path of an .ipynb}.
     """
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", student):
+    if not STUDENT_ID.fullmatch(student):
         raise PipelineError(f"student id {student!r}: use letters, digits, '_', '-', '.'")
     folder = course.submitted_dir(student, assignment)
     folder.mkdir(parents=True, exist_ok=True)

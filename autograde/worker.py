@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -27,8 +28,7 @@ from nbclient.util import run_sync
 from nbformat.v4 import new_output
 from traitlets import Any, Integer
 
-from .config import (GRADED, KERNEL_DIED, NOT_GRADED, TIMED_OUT, SafeExecute,
-                     course_config)
+from .config import KERNEL_DIED, NOT_GRADED, TIMED_OUT, SafeExecute, course_config
 from .sandbox import Limits, Sandbox, detect
 
 TRUNCATED = "[autograder: output truncated here - {what} passed {limit}; the rest was dropped]"
@@ -163,7 +163,7 @@ class LimitedExecute(SafeExecute):
         self._cell_bytes, self._cell_cut = 0, False
         out = super().preprocess_cell(cell, resources, index)
         if self.dropped_connections():  # the cell ended all the same: say what was lost
-            self._cut(cell, "one output message")
+            self._cut(cell, "one output message", self.message_bytes)
             self.flags[-1] = (f"output dropped in {self._running}: one output message passed "
                               f"{_mb(self.message_bytes)}")
         return out
@@ -177,23 +177,23 @@ class LimitedExecute(SafeExecute):
                 over = (self._cell_bytes + size > self.cell_output_bytes
                         or self._total + size > self.notebook_output_bytes)
                 if over and any(o.get("output_type") == "error" for o in cell.outputs):
-                    self._cut(cell, "this cell's output")
+                    self._cut(cell, "this cell's output", self.cell_output_bytes)
                     return None
             elif (self._cell_bytes + size > self.cell_output_bytes
                   or self._total + size > self.notebook_output_bytes):
-                self._cut(cell, "this cell's output" if self._cell_bytes + size >
-                          self.cell_output_bytes else "the notebook's output")
+                if self._cell_bytes + size > self.cell_output_bytes:
+                    self._cut(cell, "this cell's output", self.cell_output_bytes)
+                else:
+                    self._cut(cell, "the notebook's output", self.notebook_output_bytes)
                 return None
             self._cell_bytes += size
             self._total += size
         return super().process_message(msg, cell, cell_index)
 
-    def _cut(self, cell, what):
+    def _cut(self, cell, what, limit):
         if self._cell_cut:
             return
         self._cell_cut = True
-        limit = {"this cell's output": self.cell_output_bytes, "one output message":
-                 self.message_bytes}.get(what, self.notebook_output_bytes)
         cell.outputs.append(new_output("stream", name="stdout",
                                        text="\n" + TRUNCATED.format(what=what,
                                                                     limit=_mb(limit)) + "\n"))
@@ -252,14 +252,15 @@ def _blame(status, reason, report, returncode, limits):
     """Name the limit that killed a kernel, from the sandbox's counters and exit status."""
     if status != KERNEL_DIED:
         return status, reason
+    # bwrap reports a command killed by signal N as exit status 128 + N
     signal_no = (returncode - 128) if returncode and returncode > 128 else None
     if report.get("oom_kills"):
         return "killed: memory", (f"killed for memory: the sandbox reached its "
                                   f"{_mb(limits.memory)} limit; {reason}")
-    if signal_no == 24:  # SIGXCPU
+    if signal_no == signal.SIGXCPU:
         return "killed: cpu", (f"killed for CPU time: a process used its "
                                f"{limits.cpu_seconds} s; {reason}")
-    if signal_no == 25:  # SIGXFSZ
+    if signal_no == signal.SIGXFSZ:
         return "killed: file size", f"a file passed {_mb(limits.file_size)}; {reason}"
     if returncode is not None:
         reason += f" (kernel exit status {returncode}" + (
