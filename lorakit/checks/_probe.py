@@ -23,15 +23,24 @@ _hung: set[type] = set()  # classes whose forward already ran out of time: fail 
 
 
 class CheckFailure(AssertionError):
-    """A check failed; the message names the concept and what was observed."""
+    """A check failed; the message names the concept and what was observed.
+
+    ``key`` is a stable concept key (e.g. ``"lora.scaling"``) that reports group failures by;
+    it never changes when a message is reworded.
+    """
+
+    def __init__(self, message: str = "", key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class TimedOut(CheckFailure):
     """Student code ran past its time limit."""
 
 
-def fail(concept: str, detail: str = "") -> None:
-    raise CheckFailure(concept + (f"\n  {detail}" if detail else ""))
+def fail(concept: str, detail: str = "", key: str | None = None) -> None:
+    """Raise a CheckFailure: ``concept`` says what is wrong, ``detail`` what was observed."""
+    raise CheckFailure(concept + (f"\n  {detail}" if detail else ""), key=key)
 
 
 @contextlib.contextmanager
