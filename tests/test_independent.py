@@ -17,6 +17,7 @@ from torch import nn
 import test_checks_bilinear as bilinear_matrix
 import test_checks_dora as dora_matrix
 import test_checks_lora as lora_matrix
+import test_checks_practice as practice_matrix
 from autograde.submissions import load_samples
 from lorakit.checks import _probe
 
@@ -24,6 +25,14 @@ HERE = Path(__file__).resolve().parents[1] / "autograde" / "independent"
 
 ESCAPES = {
     "01_lora_linear/bug_eval_skips_adapter": "no check runs the layer in eval() mode",
+    "02_lora_in_practice/bug_count_embedding": "no count case names an nn.Embedding",
+    "02_lora_in_practice/bug_count_exception_zero": "no count case mixes a non-Linear match with "
+                                                    "Linear ones",
+    "02_lora_in_practice/bug_count_overlap_twice": "no count case has a layer matched by two "
+                                                   "targets",
+    "02_lora_in_practice/bug_dropout_no_rescale": "the dropout check never looks at the 1/(1 - p) "
+                                                  "rescale",
+    "04_rank_space_shift/bug_merge_in_place": "the merge check never calls the given layer again",
     "05_dora/bug_eval_cached_weight": "no check calls the layer again after its parameters "
                                       "change in eval() mode",
 }
@@ -32,7 +41,9 @@ ESCAPES = {
 def _verdicts(folder, sample):
     if folder == "01_lora_linear":
         return lora_matrix.verdicts(*lora_matrix.compile_sample(sample))
-    if folder == "03_bilinear_conditioning":
+    if folder == "02_lora_in_practice":
+        return practice_matrix.verdicts(*practice_matrix.compile_sample(sample))
+    if folder in ("03_bilinear_conditioning", "04_rank_space_shift"):
         return bilinear_matrix.verdicts(folder, *bilinear_matrix.compile_sample(folder, sample))
     if folder == "05_dora":  # its setup cell also imports math and F (torch.nn.functional)
         ns = {"torch": torch, "nn": nn, "F": F, "math": math}
