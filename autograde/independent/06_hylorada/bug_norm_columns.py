@@ -1,0 +1,39 @@
+# sample: normalises V by its column norms (V / ||V||_col with V.norm(dim=0, keepdim=True), the DoRA paper's 'column-wise' read literally for a PyTorch (out, in) weight) and puts m_eff on the rows of that direction, so even at init row i of W is replaced by ||W_i|| * W_i / ||W_:,j||: the layer is not its base and every output row is rescaled wrongly
+# expect: partial
+# bug: wrong axis of the norm (per input column instead of per output row)
+# %% [hylorada_linear]
+import torch.nn.functional as F
+
+
+class HyLoRADALinear(nn.Module):
+    def __init__(self, base_layer, rank=8, alpha=16):
+        super().__init__()
+        self.base_layer = base_layer  # the frozen nn.Linear; weight (out_features, in_features)
+        self.rank = rank
+        self.scaling = alpha / rank
+        in_features, out_features = base_layer.in_features, base_layer.out_features
+        self.base_layer.requires_grad_(False)
+        W = base_layer.weight
+        kw = dict(dtype=W.dtype, device=W.device)
+        self.lora_A = nn.Parameter(nn.init.orthogonal_(torch.empty(rank, in_features, **kw)))
+        self.lora_B = nn.Parameter(torch.zeros(out_features, rank, **kw))
+        row_norms = W.detach().norm(dim=1)
+        self.magnitude = nn.Parameter(row_norms.clone())
+        self.register_buffer("magnitude_init", row_norms.clone())
+        self.magnitude_gate = nn.Parameter(torch.tensor(0.0, **kw))
+        self.residual_weight = nn.Parameter(torch.tensor(0.1, **kw))
+
+    def forward(self, x):
+        # x: (..., in_features) -> (..., out_features)
+        V = self.base_layer.weight + self.scaling * self.lora_B @ self.lora_A
+        with torch.no_grad():
+            n_col = V.norm(dim=0, keepdim=True)            # (1, in)
+        gamma = torch.sigmoid(self.magnitude_gate)
+        beta = torch.sigmoid(self.residual_weight)
+        m_eff = gamma * self.magnitude + (1 - gamma) * self.magnitude_init
+        direction = V / n_col
+        dora = F.linear(x, m_eff[:, None] * direction)
+        y = (1 - beta) * dora + beta * F.linear(x, V)
+        if self.base_layer.bias is not None:
+            y = y + self.base_layer.bias
+        return y
