@@ -33,8 +33,6 @@ ESCAPES = {
     "02_lora_in_practice/bug_dropout_no_rescale": "the dropout check never looks at the 1/(1 - p) "
                                                   "rescale",
     "04_rank_space_shift/bug_merge_in_place": "the merge check never calls the given layer again",
-    "05_dora/bug_eval_cached_weight": "no check calls the layer again after its parameters "
-                                      "change in eval() mode",
 }
 
 

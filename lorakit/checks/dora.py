@@ -19,18 +19,16 @@ AssertionError) whose message names the concept.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
-from ._probe import (CheckFailure, TimedOut, build, call, close, fail, find_base, find_factors,
-                     forward, make_base, randn, randomize_adapters, trainable)
-from ._probe import assert_own_implementation, run_checks
-
-# Probe layers: non-square, in, out and rank pairwise different.
-IN, OUT, RANK = 24, 10, 3
+from . import _dora_family as family
+from ._dora_family import (IN, OUT, RANK, Member, Parts, concept, find_magnitude, key,
+                           probe_base as _base, vectors)
+from ._probe import (CheckFailure, TimedOut, call, close, fail, find_base, make_base, randn,
+                     randomize_adapters, run_checks, trainable)
 
 ROW_NORM_HINT = ("nn.Linear stores W as (out_features, in_features): row i holds the weights of "
                  "output i, so DoRA's norm is taken over each row, W.norm(dim=1). (The paper writes "
@@ -39,54 +37,15 @@ ROW_NORM_HINT = ("nn.Linear stores W as (out_features, in_features): row i holds
 
 # --- building probe layers -------------------------------------------------------------------
 
-def _base(in_f: int, out_f: int, *, bias: bool = True, seed: int = 0) -> nn.Linear:
-    """A frozen-to-be nn.Linear whose row norms differ clearly from 1 and from its column norms."""
-    base = make_base(in_f, out_f, bias=bias, seed=seed)
-    g = torch.Generator().manual_seed(seed + 100)
-    with torch.no_grad():
-        scales = torch.linspace(0.4, 2.5, out_f)[torch.randperm(out_f, generator=g)]
-        base.weight.mul_(scales[:, None])
-        if bias:
-            base.bias.copy_(torch.randn(out_f, generator=g) * 0.5)
-    return base
-
-
 def _build(cls, base: nn.Linear, rank: int, alpha: float, seed: int = 0) -> nn.Module:
-    return build(cls, base, seed=seed, rank=rank, alpha=alpha)
-
-
-def _outside_base(layer: nn.Module) -> list[tuple[str, torch.Tensor, str]]:
-    """(name, tensor, kind) for every parameter and buffer not owned by the base layer."""
-    base = getattr(layer, "base_layer", None)
-    skip = set()
-    if isinstance(base, nn.Module):
-        skip = {id(t) for t in list(base.parameters()) + list(base.buffers())}
-    out = [(n, p, "parameter") for n, p in layer.named_parameters() if id(p) not in skip]
-    out += [(n, b, "buffer") for n, b in layer.named_buffers() if id(b) not in skip]
-    return out
-
-
-def _vectors(layer: nn.Module, size: int) -> list[tuple[str, torch.Tensor, str]]:
-    return [(n, t, k) for n, t, k in _outside_base(layer)
-            if t.numel() == size and (t.dim() == 1 or (t.dim() == 2 and 1 in t.shape))]
-
-
-def find_magnitude(layer: nn.Module, out_f: int) -> tuple[str, torch.Tensor] | None:
-    """The magnitude vector: out_f entries, outside the base; a trainable parameter first."""
-    cands = _vectors(layer, out_f)
-    for rank_of in (lambda t, k: k == "parameter" and t.requires_grad,
-                    lambda t, k: k == "parameter", lambda t, k: True):
-        for n, t, k in cands:
-            if rank_of(t, k):
-                return n, t
-    return None
+    return family.build_layer(cls, base, seed=seed, rank=rank, alpha=alpha)
 
 
 def _axis_hint(layer: nn.Module, in_f: int, out_f: int) -> str:
     """Explain a vector with in_features entries: the norm was taken over the wrong axis."""
     if in_f == out_f:
         return ""
-    wrong = _vectors(layer, in_f)
+    wrong = vectors(layer, in_f)
     if wrong:
         n, t, _ = wrong[0]
         return (f"Your layer has a vector {n} of shape {tuple(t.shape)}: one entry per *input* "
@@ -95,82 +54,27 @@ def _axis_hint(layer: nn.Module, in_f: int, out_f: int) -> str:
     return ""
 
 
-def _run(layer: nn.Module, x: torch.Tensor, in_f: int, out_f: int) -> torch.Tensor:
+def _run(layer: nn.Module, x: torch.Tensor, in_f: int = IN, out_f: int = OUT) -> torch.Tensor:
     """forward with a time limit; a crash caused by a norm over the wrong axis says so."""
     try:
-        return forward(layer, x, in_f, out_f)
+        return family.run(layer, x)
     except TimedOut:
         raise
     except CheckFailure as e:
         hint = _axis_hint(layer, in_f, out_f)
         if hint:
-            fail(str(e), hint)
+            fail(str(e), hint, key=e.key)
         raise
 
 
-@dataclass
-class Parts:
-    """The student's A (r, in), B (out, r) and m (out,), found by shape; values in that orientation."""
-    layer: nn.Module
-    base: nn.Linear
-    A_param: nn.Parameter
-    B_param: nn.Parameter
-    m_name: str | None
-    m_param: torch.Tensor | None
-    rank: int
-
-    @property
-    def A_t(self) -> bool:
-        return tuple(self.A_param.shape) != (self.rank, self.base.in_features)
-
-    @property
-    def B_t(self) -> bool:
-        return tuple(self.B_param.shape) != (self.base.out_features, self.rank)
-
-    def A(self) -> torch.Tensor:
-        a = self.A_param.detach()
-        return a.T if self.A_t else a
-
-    def B(self) -> torch.Tensor:
-        b = self.B_param.detach()
-        return b.T if self.B_t else b
-
-    def m(self) -> torch.Tensor | None:
-        return None if self.m_param is None else self.m_param.detach().reshape(-1)
-
-    def grads(self) -> tuple:
-        def g(p, t):
-            if p is None or p.grad is None:
-                return None
-            return p.grad.T if t else p.grad
-        gm = None if self.m_param is None or self.m_param.grad is None else self.m_param.grad.reshape(-1)
-        return g(self.A_param, self.A_t), g(self.B_param, self.B_t), gm
-
-    @torch.no_grad()
-    def assign(self, A: torch.Tensor, B: torch.Tensor, m: torch.Tensor | None) -> None:
-        self.A_param.copy_((A.T if self.A_t else A).to(self.A_param))
-        self.B_param.copy_((B.T if self.B_t else B).to(self.B_param))
-        if m is not None and self.m_param is not None:
-            self.m_param.copy_(m.reshape(self.m_param.shape).to(self.m_param))
-
-
-def find_parts(layer: nn.Module, in_f: int, out_f: int, rank: int) -> Parts:
-    base = find_base(layer)
-    f = find_factors(layer, in_f, out_f, rank)
-    mag = find_magnitude(layer, out_f)
-    name, m = mag if mag else (None, None)
-    return Parts(layer, base, f.A_param, f.B_param, name, m, rank)
+def find_parts(layer: nn.Module, in_f: int = IN, out_f: int = OUT, rank: int = RANK) -> Parts:
+    """The student's A (r, in), B (out, r) and m (out,), found by shape (see the module docstring)."""
+    return family.find_parts(layer, in_f, out_f, rank)
 
 
 def _random_values(base: nn.Linear, rank: int, seed: int):
     """Seeded non-zero A, B and a magnitude moved away from the row norms of W."""
-    in_f, out_f = base.in_features, base.out_features
-    g = torch.Generator().manual_seed(seed)
-    A = torch.randn(rank, in_f, generator=g) * 0.2
-    B = torch.randn(out_f, rank, generator=g) * 0.2
-    moved = torch.linspace(0.5, 1.6, out_f)[torch.randperm(out_f, generator=g)]
-    m = base.weight.detach().norm(dim=1) * moved
-    return A, B, m
+    return family.random_values(base, rank, seed, scale=0.2)
 
 
 def _prepared(cls, in_f=IN, out_f=OUT, rank=RANK, alpha=float(RANK), bias=True, seed=0,
@@ -187,20 +91,18 @@ def _prepared(cls, in_f=IN, out_f=OUT, rank=RANK, alpha=float(RANK), bias=True, 
 # --- the definition ---------------------------------------------------------------------------
 
 def definition(W, b, A, B, m, s, x, *, s_norm=None, detach=True, bias_inside=False):
-    """y = m ⊙ (W + sBA)x / ‖W + s_norm BA‖_row + b, in float64 (variants for diagnoses)."""
+    """y = m ⊙ (W + sBA)x / ‖W + s_norm BA‖_row + b, in float64 (variants for diagnoses).
+
+    DoRA is the family's equation with γ = 1, β = 0, f = 1 (see ``_dora_family``).
+    """
+    if not bias_inside:
+        norm_of = None if s_norm is None else W.double() + s_norm * B.double() @ A.double()
+        return family.family_output(W, b, A, B, s, x, m=m, detach=detach, norm_of=norm_of)
     W, A, B, m, x = (t.double() for t in (W, A, B, m, x))
-    V = W + s * B @ A
-    Vn = V if s_norm is None else W + s_norm * B @ A
-    n = Vn.norm(dim=1)
-    if detach:
-        n = n.detach()
-    h = x @ V.T
-    if b is not None and bias_inside:
-        h = h + b.double()
-    y = h * (m / n)
-    if b is not None and not bias_inside:
-        y = y + b.double()
-    return y
+    V = W + s * B @ A                                             # (out, in)
+    n = family.row_norm(V if s_norm is None else W + s_norm * B @ A, detach)
+    h = x @ V.T if b is None else x @ V.T + b.double()             # (..., out)
+    return h * (m / n)
 
 
 def _reference(parts: Parts, s: float, x: torch.Tensor, **kw) -> torch.Tensor:
@@ -212,10 +114,29 @@ def _reference(parts: Parts, s: float, x: torch.Tensor, **kw) -> torch.Tensor:
                       parts.A(), parts.B(), m, s, x, **kw)
 
 
-# --- checks -----------------------------------------------------------------------------------
+def _member_prepare(layer: nn.Module, seed: int) -> Parts:
+    parts = find_parts(layer)
+    parts.assign(*_random_values(parts.base, RANK, seed))
+    return parts
 
+
+# How the family's shared checks (train/eval, optimizer steps, gradcheck) probe DoRA.
+MEMBER = Member(
+    title="DoRA",
+    build=lambda cls, seed: _build(cls, _base(IN, OUT, seed=seed), RANK, 2.0 * RANK, seed=seed),
+    prepare=_member_prepare,
+    inputs=lambda seed: (randn(6, IN, seed=seed),),
+)
+
+
+# --- checks ---------------------------------------------------------------------------------
+# Checks that are not about shapes probe with 2-D x, the simplest input: a forward that handles
+# only 2-D input is charged once, by the shapes check.
+
+@concept("dora.shapes")
 def check_shapes(cls: type) -> None:
-    """Output shape (..., out) for 2-D, 3-D and 4-D inputs, non-square and square layers."""
+    """Output (..., out) for 2-D, 3-D and 4-D inputs, non-square and square layers, and the
+    values of an N-D input are those of its rows as a 2-D batch."""
     cases = [(IN, OUT, RANK, [(5, IN), (2, 3, IN), (2, 3, 4, IN)]),
              (16, 16, 4, [(1, 16), (16, 16), (2, 16, 16), (3, 1, 5, 16)])]
     for in_f, out_f, rank, shapes in cases:
@@ -231,8 +152,16 @@ def check_shapes(cls: type) -> None:
                      _axis_hint(layer, in_f, out_f) or
                      "The rescaling m / ‖W + sBA‖ has one entry per output feature and multiplies "
                      "the last dimension of the output.")
+            if len(shape) > 2:
+                flat = _run(layer, x.reshape(-1, in_f), in_f, out_f).reshape(want)
+                if not close(y, flat):
+                    fail(f"For x of shape {shape} the output has the right shape but not the values "
+                         "the same rows give as a 2-D batch x.reshape(-1, in_features): the layer "
+                         "must act on the last dimension only, every position on its own.",
+                         f"{in_f}->{out_f} layer: largest difference {family._largest(y, flat)}.")
 
 
+@concept("dora.frozen")
 def check_frozen(cls: type, in_f: int = IN, out_f: int = OUT, rank: int = RANK) -> None:
     """The base layer is frozen and exactly r*(in + out) + out parameters train."""
     layer = _build(cls, _base(in_f, out_f, seed=2), rank, 2.0 * rank, seed=2)
@@ -253,9 +182,11 @@ def check_frozen(cls: type, in_f: int = IN, out_f: int = OUT, rank: int = RANK) 
     mag = find_magnitude(layer, out_f)
     if n == rank * (in_f + out_f) and mag is not None and not mag[1].requires_grad:
         fail(head, f"The magnitude ({mag[0]!r}) does not train: make it an nn.Parameter (not a buffer, "
-                   "not requires_grad=False). Learning m is half of DoRA.")
+                   "not requires_grad=False). Learning m is half of DoRA.",
+             key="dora.magnitude_trainable")
     hint = _axis_hint(layer, in_f, out_f)
-    fail(head, (hint + "\n  " if hint else "") + f"trainable parameters: {listing}")
+    fail(head, (hint + "\n  " if hint else "") + f"trainable parameters: {listing}",
+         key="dora.param_count")
 
 
 def _init_diagnosis(layer: nn.Module, in_f: int, out_f: int, rank: int) -> str:
@@ -282,6 +213,7 @@ def _init_diagnosis(layer: nn.Module, in_f: int, out_f: int, rank: int) -> str:
     return ""
 
 
+@concept("dora.magnitude_init")
 def check_magnitude_init(cls: type) -> None:
     """m has out_features entries and starts at the row norms of W (dim=1), also on square layers."""
     for in_f, out_f, rank in [(IN, OUT, RANK), (16, 16, 4)]:
@@ -301,32 +233,31 @@ def check_magnitude_init(cls: type) -> None:
                  _init_diagnosis(layer, in_f, out_f, rank))
 
 
+@concept("dora.identity_init")
 def check_identity_at_init(cls: type) -> None:
     """At init the layer computes exactly what its base computes (B = 0, m = ‖W‖_row)."""
     for bias in (True, False):
         layer = _build(cls, _base(IN, OUT, bias=bias, seed=5), RANK, 2.0 * RANK, seed=5)
         base = find_base(layer)
-        for shape in [(5, IN), (2, 3, IN)]:
-            x = randn(*shape, seed=6)
-            y = _run(layer, x, IN, OUT)
-            with torch.no_grad():
-                want = base(x)
-            if y.shape == want.shape and close(y, want, rtol=1e-5, atol=1e-5):
-                continue
-            diff = ((y - want).abs().max().item() if y.shape == want.shape
-                    else f"shape {tuple(y.shape)} vs {tuple(want.shape)}")
-            why = _init_diagnosis(layer, IN, OUT, RANK)
-            if not why:
-                try:
-                    B = find_parts(layer, IN, OUT, RANK).B()
-                    if B.abs().max() > 0:
-                        why = ("B is not zero at init, so W + sBA differs from W. Start B at zero "
-                               "(and A random), as in LoRA.")
-                except CheckFailure as e:
-                    why = str(e)
-            fail("At init the layer must equal the pretrained layer: B = 0 and m = ‖W‖_row make "
-                 "m ⊙ W x / ‖W‖_row = W x, so fine-tuning starts from the pretrained function.",
-                 f"x of shape {shape}, bias={bias}: largest difference {diff}. {why}".rstrip())
+        x = randn(5, IN, seed=6)
+        y = _run(layer, x, IN, OUT)
+        with torch.no_grad():
+            want = base(x)
+        if y.shape == want.shape and close(y, want, rtol=1e-5, atol=1e-5):
+            continue
+        diff = family._largest(y, want)
+        why = _init_diagnosis(layer, IN, OUT, RANK)
+        if not why:
+            try:
+                B = find_parts(layer, IN, OUT, RANK).B()
+                if B.abs().max() > 0:
+                    why = ("B is not zero at init, so W + sBA differs from W. Start B at zero "
+                           "(and A random), as in LoRA.")
+            except CheckFailure as e:
+                why = str(e)
+        fail("At init the layer must equal the pretrained layer: B = 0 and m = ‖W‖_row make "
+             "m ⊙ W x / ‖W‖_row = W x, so fine-tuning starts from the pretrained function.",
+             f"x of shape {tuple(x.shape)}, bias={bias}: largest difference {diff}. {why}".rstrip())
 
 
 def _effective(layer: nn.Module, in_f: int, out_f: int) -> torch.Tensor:
@@ -339,7 +270,7 @@ def _forward_diagnosis(layer: nn.Module, parts: Parts, s: float) -> str:
     base = parts.base
     in_f, out_f = base.in_features, base.out_features
     M = _effective(layer, in_f, out_f)
-    x = randn(2, 3, in_f, seed=21)
+    x = randn(6, in_f, seed=21)
     with torch.no_grad():
         y = _run(layer, x, in_f, out_f).double()
     if not close(y, x.double() @ M.T, rtol=1e-4, atol=1e-5):
@@ -373,21 +304,35 @@ def _forward_diagnosis(layer: nn.Module, parts: Parts, s: float) -> str:
             "weight (dim=1), detached, with m of shape (out,).")
 
 
+@concept("dora.forward")
 def check_forward(cls: type) -> None:
     """With non-zero A, B and a moved m: y = m ⊙ (W + sBA)x / ‖W + sBA‖_row (bias-free base)."""
     rank = RANK
     layer, parts = _prepared(cls, rank=rank, alpha=float(rank), bias=False, seed=7)
-    for shape in [(4, IN), (2, 3, IN), (2, 2, 3, IN)]:
-        x = randn(*shape, seed=8)
-        y = _run(layer, x, IN, OUT)
-        want = _reference(parts, 1.0, x)
-        if not close(y, want):
-            fail("With non-zero A, B and a trained magnitude the layer must compute "
-                 "m ⊙ (W + sBA) x / ‖W + sBA‖_row: the direction W + sBA with each row scaled to "
-                 "length m_i.",
-                 f"x of shape {shape}, bias-free base. " + _forward_diagnosis(layer, parts, 1.0))
+    x = randn(4, IN, seed=8)
+    y = _run(layer, x, IN, OUT)
+    want = _reference(parts, 1.0, x)
+    if not close(y, want):
+        fail("With non-zero A, B and a trained magnitude the layer must compute "
+             "m ⊙ (W + sBA) x / ‖W + sBA‖_row: the direction W + sBA with each row scaled to "
+             "length m_i.",
+             f"x of shape {tuple(x.shape)}, bias-free base. " + _forward_diagnosis(layer, parts, 1.0))
 
 
+@concept("dora.eval_mode")
+def check_train_eval(cls: type) -> None:
+    """eval() computes the same function, with the same gradients, as train() (no dropout)."""
+    family.check_train_eval(MEMBER, cls, seed=30)
+
+
+@concept("dora.stale_state")
+def check_training_steps(cls: type) -> None:
+    """After each of 3 Adam steps, and after each edit of the parameters in eval(), the layer
+    computes what a fresh layer holding the same parameter values computes."""
+    family.check_training_steps(MEMBER, cls, seed=31)
+
+
+@concept("dora.bias")
 def check_bias(cls: type) -> None:
     """The bias is added after the rescaling: layer_b(x) - layer_no_bias(x) = b."""
     rank = RANK
@@ -398,7 +343,7 @@ def check_bias(cls: type) -> None:
         no_b_base.weight.copy_(base.weight)
     without = _build(cls, no_b_base, rank, float(rank), seed=9)
     find_parts(without, IN, OUT, rank).assign(parts.A(), parts.B(), parts.m())
-    x = randn(2, 3, IN, seed=10)
+    x = randn(6, IN, seed=10)
     with torch.no_grad():
         diff = (_run(with_b, x, IN, OUT) - _run(without, x, IN, OUT)).double()
     b = base.bias.detach().double().expand_as(diff)
@@ -415,9 +360,11 @@ def check_bias(cls: type) -> None:
                   "with them and merging would have to change b as well.")
     if close(diff, torch.zeros_like(diff)):
         fail(msg, "Your layer ignores the base layer's bias.")
-    fail(msg, "Adding a bias to the base changes your output by something other than b.")
+    fail(msg, "Adding a bias to the base changes your output by something other than b: largest "
+              f"difference from b {family._largest(diff, b)}.")
 
 
+@concept("dora.scaling")
 def check_scaling(cls: type) -> None:
     """self.scaling is alpha / rank and the update is s·BA, in the direction and in the norm."""
     for rank, alpha in [(RANK, 2.0 * RANK), (2, 1.0)]:
@@ -425,11 +372,12 @@ def check_scaling(cls: type) -> None:
         s = alpha / rank
         got = getattr(layer, "scaling", None)
         if not isinstance(got, (int, float, torch.Tensor)) or abs(float(got) - s) > 1e-9:
-            fail(f"The attribute self.scaling must be alpha / rank = {alpha:g}/{rank} = {s:g}, got {got!r}.")
+            fail(f"The attribute self.scaling must be alpha / rank = {alpha:g}/{rank} = {s:g}, got {got!r}.",
+                 key="dora.scaling_attribute")
         # the same layer at scaling 1 with B replaced by s*B must compute the same function
         A, B, m = parts.A(), parts.B(), parts.m()
         one, _ = _prepared(cls, rank=rank, alpha=float(rank), bias=False, seed=11, values=(A, s * B, m))
-        x = randn(2, 3, IN, seed=12)
+        x = randn(6, IN, seed=12)
         with torch.no_grad():
             y, y1 = _run(layer, x, IN, OUT), _run(one, x, IN, OUT)
         if close(y, y1):
@@ -451,11 +399,15 @@ def check_scaling(cls: type) -> None:
              "V = W + (alpha/r) B A, then its row norm.", why)
 
 
+@concept("dora.norm_detached")
 def check_norm_detached(cls: type) -> None:
-    """Gradients of A, B and m equal those of the definition with the row norm detached."""
+    """Gradients of A and B equal those of the definition with the row norm detached.
+
+    (m's gradient does not depend on detaching; the gradients check compares it with the
+    derivative of the layer's own forward.)"""
     rank = RANK
     layer, parts = _prepared(cls, rank=rank, alpha=float(rank), bias=False, seed=13)
-    x, g = randn(2, 3, IN, seed=14), randn(2, 3, OUT, seed=15)
+    x, g = randn(6, IN, seed=14), randn(6, OUT, seed=15)
     layer.zero_grad(set_to_none=True)
     y = _run(layer, x, IN, OUT)
     if not close(y, _reference(parts, 1.0, x)):
@@ -464,23 +416,21 @@ def check_norm_detached(cls: type) -> None:
     if parts.m_param is None:
         fail(f"No magnitude vector of shape ({OUT},) was found: DoRA trains one magnitude per output.",
              _axis_hint(layer, IN, OUT))
+    if not y.requires_grad:
+        fail("Your output carries no gradient, so A and B cannot learn: is forward computed under "
+             "torch.no_grad() or detached?")
     call(lambda: (y * g).sum().backward(), what="Backward through your layer")
-    got = parts.grads()
+    got = parts.grad("A"), parts.grad("B")
 
     def ref(detach: bool):
-        base = parts.base
         A = parts.A().double().requires_grad_()
         B = parts.B().double().requires_grad_()
-        m = parts.m().double().requires_grad_()
-        out = definition(base.weight.detach(), None, A, B, m, 1.0, x, detach=detach)
+        out = definition(parts.base.weight.detach(), None, A, B, parts.m(), 1.0, x, detach=detach)
         (out * g.double()).sum().backward()
-        return A.grad, B.grad, m.grad
+        return A.grad, B.grad
 
     want, full = ref(True), ref(False)
-    names = ("A", "B", "m")
-    if not parts.m_param.requires_grad:     # an untrained magnitude is the 'gradients' check's case
-        names, got, want, full = names[:2], got[:2], want[:2], full[:2]
-    for name, a in zip(names, got):
+    for name, a in zip("AB", got):
         if a is None:
             fail(f"{name} received no gradient: A, B and the magnitude m all train.")
     if all(close(a, w, rtol=1e-3, atol=1e-6) for a, w in zip(got, want)):
@@ -491,22 +441,28 @@ def check_norm_detached(cls: type) -> None:
         fail(msg, "Your gradients of A and B are those of the un-detached norm: autograd "
                   "differentiates through the norm, which costs memory and time and is not DoRA's "
                   "update rule. (The forward values are the same either way; only the gradients differ.)")
-    bad = [n for n, a, w in zip(names, got, want) if not close(a, w, rtol=1e-3, atol=1e-6)]
-    fail(msg, f"The gradients of {', '.join(bad)} differ from the detached-norm definition.")
+    bad = [(n, a, w) for n, a, w in zip("AB", got, want) if not close(a, w, rtol=1e-3, atol=1e-6)]
+    fail(msg, "The gradients of " + ", ".join(f"{n} (largest difference {family._largest(a, w)})"
+                                              for n, a, w in bad)
+         + " differ from those of the detached-norm definition.")
 
 
+@concept("dora.gradients")
 def check_gradients(cls: type) -> None:
     """Gradients reach B and m at init, A, B and m once B != 0, and never the base."""
     layer = _build(cls, _base(IN, OUT, seed=16), RANK, 2.0 * RANK, seed=16)
     base = find_base(layer)
     parts = find_parts(layer, IN, OUT, RANK)
-    x, target = randn(2, 3, IN, seed=17), randn(2, 3, OUT, seed=18)
+    x, target = randn(6, IN, seed=17), randn(6, OUT, seed=18)
 
     def backward():
         layer.zero_grad(set_to_none=True)
         if parts.m_param is not None:
             parts.m_param.grad = None
         loss = (_run(layer, x, IN, OUT) - target).pow(2).mean()
+        if not loss.requires_grad:
+            fail("Your output carries no gradient: is forward computed under torch.no_grad() "
+                 "or detached?")
         call(loss.backward, what="Backward through your layer")
 
     def has_grad(t):
@@ -514,7 +470,8 @@ def check_gradients(cls: type) -> None:
 
     if parts.m_param is not None and not parts.m_param.requires_grad:
         fail("The magnitude m must be trainable (an nn.Parameter): DoRA learns each row's length "
-             "through m and its direction through B A.", f"{parts.m_name} does not require grad.")
+             "through m and its direction through B A.", f"{parts.m_name} does not require grad.",
+             key="dora.magnitude_trainable")
     backward()
     gA, gB, gm = parts.grads()
     if not has_grad(gB):
@@ -533,26 +490,37 @@ def check_gradients(cls: type) -> None:
                  "Is every part of the adapter in what forward returns?")
     leaked = [n for n, p in base.named_parameters() if p.grad is not None]
     if leaked:
-        fail("Gradients must never reach the frozen base layer.", f"base parameters with a grad: {leaked}")
+        fail("Gradients must never reach the frozen base layer.", f"base parameters with a grad: {leaked}",
+             key="dora.base_gradient")
+
+
+@concept("dora.gradcheck")
+def check_gradcheck(cls: type) -> None:
+    """dL/dx reaches the input, and the gradients of x and m are the derivatives of the layer's
+    own forward (torch.autograd.gradcheck in float64 when the layer runs in float64). A and B
+    are the 'norm detached' check's: their gradients follow a reference that detaches."""
+    family.check_gradcheck(MEMBER, cls, seed=32)
 
 
 # --- a submission must implement the layer, not borrow lorakit's ------------------------------
 
+@concept("dora.not_reference")
 def check_not_reference(cls: type) -> None:
     """The submission implements DoRA itself rather than subclassing or calling lorakit's."""
-    assert_own_implementation(cls, "DoRA", lambda: _build(cls, _base(IN, OUT), RANK, 2.0 * RANK))
+    family.not_reference(cls, "DoRA", lambda: _build(cls, _base(IN, OUT), RANK, 2.0 * RANK))
 
 
+# One entry per graded test cell of the notebook, named as the samples' headers name them.
 CHECKS: dict[str, Callable] = {
     "shapes": check_shapes,
     "frozen": check_frozen,
     "identity at init": check_identity_at_init,
     "magnitude init": check_magnitude_init,
-    "forward": check_forward,
+    "forward": family.all_of(check_forward, check_train_eval, check_training_steps),
     "bias": check_bias,
     "scaling": check_scaling,
     "norm detached": check_norm_detached,
-    "gradients": check_gradients,
+    "gradients": family.all_of(check_gradients, check_gradcheck),
 }
 
 
