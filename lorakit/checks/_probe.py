@@ -68,6 +68,10 @@ def time_limit(seconds: int, what: str) -> Iterator[None]:
     signal.alarm(seconds)
     try:
         yield
+    except TimedOut as e:
+        if getattr(e, "remote", False):  # the probe process's own timer (lorakit.checks.remote)
+            on_alarm(None, None)
+        raise
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
@@ -215,6 +219,9 @@ def effective_delta(layer: nn.Module, base: nn.Linear, in_f: int, out_f: int) ->
     return (forward(layer, eye, in_f, out_f) - base(eye)).T
 
 
+RECORDING: list["BigIntermediates"] = []  # the active recorders, innermost last
+
+
 class BigIntermediates(TorchDispatchMode):
     """Records every non-view op output with at least ``limit`` elements."""
 
@@ -222,6 +229,15 @@ class BigIntermediates(TorchDispatchMode):
         super().__init__()
         self.limit = limit
         self.seen: list[tuple[str, tuple[int, ...]]] = []
+
+    # a layer that lives in a probe process records there: it reads RECORDING
+    def __enter__(self):
+        RECORDING.append(self)
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        RECORDING.remove(self)
+        return super().__exit__(*exc)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -283,16 +299,17 @@ def borrows_lorakit(fn) -> str | None:
     return None
 
 
-def assert_own_implementation(cls, exercise: str, build_layer: Callable[[], nn.Module],
-                              extra_fns: tuple = (), note: str = "") -> None:
-    """Fail when ``cls`` (or ``extra_fns``, e.g. a merge function) subclasses, calls or contains
-    lorakit's reference layers (all of which subclass ``AdapterLinear``)."""
+def implementation_facts(cls, layer: nn.Module | None, extra_fns=()) -> dict:
+    """Raw facts about where ``cls`` (and ``extra_fns``, e.g. a merge function, and the
+    submodules of ``layer``) come from: which lorakit reference layer it subclasses, which
+    lorakit names its functions use, which lorakit layers it contains. Plain data, so that a
+    grader can judge them in another process (:func:`judge_own_implementation`)."""
     from ..layers import AdapterLinear
 
-    msg = (f"This exercise is to implement {exercise} yourself{note}: the submission may not "
-           "subclass or call lorakit's reference layers.")
+    facts: dict = {"subclass": None, "borrowed": [], "inside": []}
     if isinstance(cls, type) and issubclass(cls, AdapterLinear):
-        fail(msg, f"{cls.__name__} subclasses {AdapterLinear.__module__}.{AdapterLinear.__name__}")
+        facts["subclass"] = (f"{cls.__name__} subclasses "
+                             f"{AdapterLinear.__module__}.{AdapterLinear.__name__}")
     fns = [f for k in (cls.__mro__ if isinstance(cls, type) else ())
            if k.__module__.split(".")[0] not in ("torch", "builtins")
            for f in vars(k).values() if inspect.isfunction(f)]
@@ -300,7 +317,32 @@ def assert_own_implementation(cls, exercise: str, build_layer: Callable[[], nn.M
     for f in fns:
         name = borrows_lorakit(f)
         if name:
-            fail(msg, f"{getattr(f, '__qualname__', f)} uses {name} from lorakit")
-    inside = [n for n, m in build_layer().named_modules() if isinstance(m, AdapterLinear)]
-    if inside:
-        fail(msg, f"the layer contains lorakit layers: {inside}")
+            facts["borrowed"].append([str(getattr(f, "__qualname__", f)), name])
+    if layer is not None:
+        facts["inside"] = [n for n, m in layer.named_modules() if isinstance(m, AdapterLinear)]
+    return facts
+
+
+def judge_own_implementation(facts: dict, exercise: str, note: str = "") -> None:
+    msg = (f"This exercise is to implement {exercise} yourself{note}: the submission may not "
+           "subclass or call lorakit's reference layers.")
+    if facts.get("subclass"):
+        fail(msg, facts["subclass"], key="own_implementation")
+    for qualname, name in facts.get("borrowed", []):
+        fail(msg, f"{qualname} uses {name} from lorakit", key="own_implementation")
+    if facts.get("inside"):
+        fail(msg, f"the layer contains lorakit layers: {facts['inside']}", key="own_implementation")
+
+
+def assert_own_implementation(cls, exercise: str, build_layer: Callable[[], nn.Module],
+                              extra_fns: tuple = (), note: str = "") -> None:
+    """Fail when ``cls`` (or ``extra_fns``, e.g. a merge function) subclasses, calls or contains
+    lorakit's reference layers (all of which subclass ``AdapterLinear``).
+
+    When ``cls`` lives in a probe process (grading, :mod:`lorakit.checks.remote`) the facts
+    come from there and from the answer cells' source; the verdict is always taken here."""
+    gather = getattr(cls, "implementation_facts", None)
+    if gather is None:
+        gather = lambda layer, fns: implementation_facts(cls, layer, fns)  # noqa: E731
+    judge_own_implementation(gather(None, extra_fns), exercise, note)
+    judge_own_implementation(gather(build_layer(), ()), exercise, note)
