@@ -2,6 +2,7 @@
 
     python -m lorakit.experiments.sweeps        # notebook 02: target modules, rank and alpha sweeps
     python -m lorakit.experiments.replication   # notebook 06: LoRA / DoRA / HyLoRADA at equal budget
+    python -m lorakit.experiments.init_race     # notebook 06: orthogonal vs Kaiming init at equal row length
 
 Each writes its results (with date, machine, seeds, and mean and spread over seeds) to
 ``lorakit/experiments/results/NAME.json``; the notebooks load them with ``load_results(NAME)``
