@@ -99,3 +99,158 @@ def test_student_warnings_go_to_stdout_not_stderr(capsys):
     out, err = capsys.readouterr()
     assert "DeprecationWarning: this API is deprecated" in out and out.count("deprecated") == 1
     assert err == ""
+
+
+# --- behaviour a user relies on beyond one forward call: a matrix of buggy variants -----------
+
+class Student(nn.Module):
+    """A correct layer written like a student's (not lorakit's)."""
+
+    def __init__(self, base_layer, rank=4, alpha=1):
+        super().__init__()
+        self.base_layer = base_layer.requires_grad_(False)
+        self.scaling = alpha / rank
+        self.A = nn.Parameter(torch.randn(rank, base_layer.in_features) * 0.1)
+        self.B = nn.Parameter(torch.zeros(base_layer.out_features, rank))
+
+    def forward(self, x):
+        return self.base_layer(x) + self.scaling * (x @ self.A.T) @ self.B.T
+
+
+def new_layer_merge(layer):
+    with torch.no_grad():
+        merged = nn.Linear(layer.base_layer.in_features, layer.base_layer.out_features,
+                           bias=layer.base_layer.bias is not None)
+        merged.weight.copy_(layer.base_layer.weight + layer.scaling * layer.B @ layer.A)
+        if merged.bias is not None:
+            merged.bias.copy_(layer.base_layer.bias)
+    return merged
+
+
+def in_place_merge(layer):
+    with torch.no_grad():
+        layer.base_layer.weight += layer.scaling * layer.B @ layer.A
+    return layer.base_layer
+
+
+class EvalSkipsAdapter(Student):
+    def forward(self, x):
+        return super().forward(x) if self.training else self.base_layer(x)
+
+
+class EvalMergedCache(Student):
+    """Builds the merged weight on the first eval-mode call and reuses it until a train call."""
+    _W = None
+
+    def forward(self, x):
+        if self.training:
+            self._W = None
+            return super().forward(x)
+        if self._W is None:
+            self._W = (self.base_layer.weight + self.scaling * self.B @ self.A).detach()
+        return nn.functional.linear(x, self._W, self.base_layer.bias)
+
+
+class InputCache(Student):
+    """Reuses A x when it is called again with the same input tensor."""
+    _last = (None, None)
+
+    def forward(self, x):
+        if self._last[0] is not x:
+            self._last = (x, x @ self.A.T)
+        return self.base_layer(x) + self.scaling * self._last[1] @ self.B.T
+
+
+class Only2D(Student):
+    def forward(self, x):
+        return self.base_layer(x) + self.scaling * torch.mm(torch.mm(x, self.A.T), self.B.T)
+
+
+def merge_writes_base_returns_copy(layer):
+    import copy
+    with torch.no_grad():
+        layer.base_layer.weight += layer.scaling * layer.B @ layer.A
+    return copy.deepcopy(layer.base_layer)
+
+
+def merge_in_place_and_off(layer):
+    merged = in_place_merge(layer)
+    with torch.no_grad():
+        layer.B.zero_()           # the layer knows it is merged: its adapter is off
+    return merged
+
+
+def merge_in_place_halves_B(layer):
+    merged = in_place_merge(layer)
+    with torch.no_grad():
+        layer.B.mul_(0.5)
+    return merged
+
+
+def merge_needs_bias(layer):
+    with torch.no_grad():
+        merged = nn.Linear(layer.base_layer.in_features, layer.base_layer.out_features)
+        merged.weight.copy_(layer.base_layer.weight + layer.scaling * layer.B @ layer.A)
+        merged.bias.copy_(layer.base_layer.bias.clone())
+    return merged
+
+
+def merge_random_bias(layer):
+    with torch.no_grad():
+        merged = nn.Linear(layer.base_layer.in_features, layer.base_layer.out_features)
+        merged.weight.copy_(layer.base_layer.weight + layer.scaling * layer.B @ layer.A)
+        if layer.base_layer.bias is not None:
+            merged.bias.copy_(layer.base_layer.bias)
+    return merged
+
+
+VARIANTS = {  # name: (class, merge, {failing check: its concept key}, words a message uses)
+    "correct, new merged layer": (Student, new_layer_merge, {}, ""),
+    "correct, in-place merge": (Student, in_place_merge, {}, ""),
+    "correct, in-place merge that switches the adapter off": (Student, merge_in_place_and_off, {}, ""),
+    "adapter skipped in eval mode": (EvalSkipsAdapter, new_layer_merge,
+                                     {"update": "lora.eval_mode"}, "adapter is skipped"),
+    "merged weight cached in eval mode": (EvalMergedCache, new_layer_merge,
+                                          {"update": "lora.stale_state"}, "new values"),
+    "A x cached for a repeated input": (InputCache, new_layer_merge,
+                                        {"update": "lora.stale_state",
+                                         "gradients": "lora.gradients"}, "new values"),
+    "forward for 2-D x only: charged once": (Only2D, new_layer_merge,
+                                             {"shapes": "lora.shapes"}, "matrix products"),
+    "merge writes into base_layer, returns a copy": (
+        Student, merge_writes_base_returns_copy, {"merge": "lora.merge_leaves_layer"},
+        "counts the update twice"),
+    "in-place merge that also changes the adapter": (
+        Student, merge_in_place_halves_B, {"merge": "lora.merge_leaves_layer"}, "['B']"),
+    "merge crashes on a bias-free base": (Student, merge_needs_bias,
+                                          {"merge": "lora.merge_crash"}, "has no bias"),
+    "merge gives a bias-free base a random bias": (Student, merge_random_bias,
+                                                   {"merge": "lora.merge_function"},
+                                                   "random init"),
+}
+
+
+def _run_all(cls, merge_fn):
+    checks = dict(lora.CHECKS, merge=lambda c: lora.check_merge(c, merge_fn))
+    out = {}
+    for name, check in checks.items():
+        try:
+            check(cls)
+        except CheckFailure as e:
+            out[name] = e
+    return out
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_behaviour_variants(name):
+    cls, merge_fn, want, words = VARIANTS[name]
+    failures = _run_all(cls, merge_fn)
+    assert {n: e.key for n, e in failures.items()} == want, {n: str(e) for n, e in failures.items()}
+    assert not failures or any(words in str(e) for e in failures.values()), failures
+
+
+def test_every_failure_of_the_samples_has_a_concept_key():
+    for sample in SAMPLES:
+        cls, merge_fn = compile_sample(sample)
+        for name, e in _run_all(cls, merge_fn or new_layer_merge).items():
+            assert e.key and e.key.startswith("lora."), (sample.name, name, e.key, str(e))

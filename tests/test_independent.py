@@ -16,6 +16,8 @@ from torch import nn
 
 import test_checks_bilinear as bilinear_matrix
 import test_checks_dora as dora_matrix
+import test_checks_hylorada as hylorada_matrix
+import test_checks_hylorada_v2 as hylorada_v2_matrix
 import test_checks_lora as lora_matrix
 import test_checks_practice as practice_matrix
 from autograde.submissions import load_samples
@@ -24,7 +26,6 @@ from lorakit.checks import _probe
 HERE = Path(__file__).resolve().parents[1] / "autograde" / "independent"
 
 ESCAPES = {
-    "01_lora_linear/bug_eval_skips_adapter": "no check runs the layer in eval() mode",
     "02_lora_in_practice/bug_count_embedding": "no count case names an nn.Embedding",
     "02_lora_in_practice/bug_count_exception_zero": "no count case mixes a non-Linear match with "
                                                     "Linear ones",
@@ -47,6 +48,14 @@ def _verdicts(folder, sample):
         ns = {"torch": torch, "nn": nn, "F": F, "math": math}
         exec(compile(sample.cells["dora_linear"], f"<{sample.name}>", "exec"), ns)
         return dora_matrix.verdicts(ns["DoRALinear"])
+    if folder == "06_hylorada":  # its setup cell imports math, not F
+        ns = {"torch": torch, "nn": nn, "math": math}
+        exec(compile(sample.cells["hylorada_linear"], f"<{sample.name}>", "exec"), ns)
+        return hylorada_matrix.verdicts(ns["HyLoRADALinear"])
+    if folder == "07_hylorada_v2":  # setup: math; the notebook's locked HyLoRADAv1Linear cell
+        ns = {**hylorada_v2_matrix.namespace(), "math": math}
+        exec(compile(sample.cells["hylorada_v2_linear"], f"<{sample.name}>", "exec"), ns)
+        return hylorada_v2_matrix.verdicts(ns["HyLoRADAv2Linear"])
     raise AssertionError(f"no check matrix for {folder}")
 
 

@@ -2,7 +2,15 @@
 
 Contract (DESIGN.md): ``cls(base_layer, rank=4, alpha=1)`` keeps ``self.base_layer`` and
 ``self.scaling = alpha / rank``; ``forward(x)`` takes x of shape (..., in_features).
-``merge_lora(layer) -> nn.Linear`` computes what ``layer`` computed before the call.
+``merge_lora(layer) -> nn.Linear`` computes what ``layer`` computed before the call, with no
+autograd history. It either builds a new layer and leaves ``layer`` as it was, or (as the seed
+does) updates ``layer.base_layer`` in place and returns that very module; then ``layer`` is
+spent: its base holds the update, so ``layer`` itself computes the merged layer *plus* its
+adapter (the update counted twice) unless the merge also switched the adapter off.
+
+Checks about one concept probe with the simplest input first (2-D x); an input of another
+shape that the layer cannot handle is skipped there and charged once, by ``check_shapes``.
+Every failure carries a concept key ``lora.<concept>`` (``CheckFailure.key``).
 
 Nothing else is assumed: the adapter matrices are found among the trainable parameters by
 their shapes, so nn.Parameter or nn.Linear adapters, either orientation, einsum or ``@`` all
@@ -15,8 +23,18 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ._probe import (BigIntermediates, assert_own_implementation, run_checks, call, build, close, effective_delta, fail, find_base,
-                     find_factors, forward, make_base, randn, randomize_adapters, trainable)
+from . import _probe
+from ._common import check_training_steps, handles, keyed, max_diff, rekey
+from ._probe import TimedOut as _TimedOut
+from ._probe import (BigIntermediates, assert_own_implementation, call, close, effective_delta,
+                     fail, make_base, randn, randomize_adapters, run_checks, trainable)
+
+# the probe helpers, their failures keyed by concept
+build = rekey("lora.construct", _probe.build)
+forward = rekey("lora.forward_crash", _probe.forward)
+find_base = rekey("lora.base_layer", _probe.find_base)
+find_factors = rekey("lora.adapters", _probe.find_factors)
+effective_delta = rekey("lora.forward_crash", effective_delta)
 
 # Probe layers: non-square with in, out and rank pairwise different, so shapes are unambiguous.
 IN, OUT, RANK = 24, 10, 3
@@ -36,6 +54,18 @@ def _shape_hint(in_f: int, out_f: int) -> str:
             "matrix and x only works when the shapes broadcast by accident.")
 
 
+def _outputs(layer, shapes, seed: int, in_f=IN, out_f=OUT):
+    """(x, layer(x)) for each shape: the first (the simplest, 2-D) must work; a later shape the
+    layer cannot handle (a crash, a wrong output shape) is skipped — check_shapes charges it."""
+    for k, shape in enumerate(shapes):
+        x = randn(*shape, seed=seed)
+        run = lambda: forward(layer, x, in_f, out_f)  # noqa: E731
+        y = run() if k == 0 else handles(run, tuple(shape[:-1]) + (out_f,))
+        if y is not None:
+            yield shape, x, y
+
+
+@keyed("lora.shapes")
 def check_shapes(cls: type) -> None:
     """Output shape (..., out) for 2-D, 3-D and 4-D inputs, non-square and square layers."""
     cases = [(IN, OUT, RANK, [(5, IN), (2, 3, IN), (2, 3, 4, IN)]),
@@ -47,13 +77,15 @@ def check_shapes(cls: type) -> None:
             try:
                 y = forward(layer, x, in_f, out_f)
             except AssertionError as e:
-                fail(f"{e}", _shape_hint(in_f, out_f))
+                fail(f"{e}", _shape_hint(in_f, out_f), key="lora.shapes")
             want = shape[:-1] + (out_f,)
             if tuple(y.shape) != want:
                 fail(f"Wrong output shape: for x of shape {shape} a {in_f}->{out_f} layer must "
-                     f"return {want}, got {tuple(y.shape)}.", _shape_hint(in_f, out_f))
+                     f"return {want}, got {tuple(y.shape)}.", _shape_hint(in_f, out_f),
+                     key="lora.shapes")
 
 
+@keyed("lora.frozen")
 def check_frozen(cls: type, in_f: int = IN, out_f: int = OUT, rank: int = RANK) -> None:
     """The base layer is frozen and exactly r*(in + out) parameters train."""
     layer = _layer(cls, in_f, out_f, rank, random=False)
@@ -61,7 +93,7 @@ def check_frozen(cls: type, in_f: int = IN, out_f: int = OUT, rank: int = RANK) 
     unfrozen = [n for n, p in base.named_parameters() if p.requires_grad]
     if unfrozen:
         fail("The pretrained layer must be frozen: LoRA trains only the adapter.",
-             f"base_layer parameters that still require grad: {unfrozen}")
+             f"base_layer parameters that still require grad: {unfrozen}", key="lora.frozen")
     params = trainable(layer)
     n = sum(p.numel() for _, p in params)
     want = rank * (in_f + out_f)
@@ -69,25 +101,23 @@ def check_frozen(cls: type, in_f: int = IN, out_f: int = OUT, rank: int = RANK) 
         listing = ", ".join(f"{name} {tuple(p.shape)}" for name, p in params) or "none"
         fail(f"LoRA trains exactly r*(in + out) = {rank}*({in_f} + {out_f}) = {want} parameters "
              f"(A is r x in, B is out x r); your layer trains {n}.",
-             f"trainable parameters: {listing}")
+             f"trainable parameters: {listing}", key="lora.param_count")
 
 
+@keyed("lora.identity_at_init")
 def check_identity_at_init(cls: type) -> None:
     """At init the layer computes exactly what its base computes (B = 0)."""
     for bias in (True, False):
         layer = _layer(cls, bias=bias, random=False, seed=3)
         base = find_base(layer)
-        for shape in [(5, IN), (2, 3, IN)]:
-            x = randn(*shape, seed=4)
-            y = forward(layer, x, IN, OUT)
+        for shape, x, y in _outputs(layer, [(5, IN), (2, 3, IN)], seed=4):
             with torch.no_grad():
                 want = base(x)
-            if y.shape != want.shape or not close(y, want, rtol=0, atol=1e-6):
-                diff = ((y - want).abs().max().item() if y.shape == want.shape
-                        else f"shape {tuple(y.shape)} vs {tuple(want.shape)}")
+            if not close(y, want, rtol=0, atol=1e-6):
                 fail("At init the layer must equal the pretrained layer: start B at zero so "
                      "that the update B A is zero and fine-tuning starts from the pretrained "
-                     "function.", f"x of shape {shape}, bias={bias}: largest difference {diff}")
+                     "function.", f"x of shape {shape}, bias={bias}: largest difference "
+                     f"{max_diff(y, want)}", key="lora.identity_at_init")
 
 
 def _update_diagnosis(layer, factors, in_f, out_f, alpha: float, rank: int) -> str:
@@ -96,7 +126,7 @@ def _update_diagnosis(layer, factors, in_f, out_f, alpha: float, rank: int) -> s
     base = find_base(layer)
     M = effective_delta(layer, base, in_f, out_f)
     BA = factors.B @ factors.A
-    x = randn(2, 3, in_f, seed=11)
+    x = randn(6, in_f, seed=11)
     with torch.no_grad():
         linear = close(forward(layer, x, in_f, out_f), base(x) + x @ M.T)
     if not linear:
@@ -112,23 +142,53 @@ def _update_diagnosis(layer, factors, in_f, out_f, alpha: float, rank: int) -> s
     return "The update should be scaling * B A x with A of shape (r, in) and B of shape (out, r)."
 
 
+@keyed("lora.update")
 def check_update(cls: type) -> None:
-    """With B != 0: y = base(x) + (alpha/r) * B A x for 2-D, 3-D and 4-D x."""
+    """With B != 0: y = base(x) + (alpha/r) * B A x for 2-D (then 3-D and 4-D) x, in train and
+    in eval mode, and after the parameters change in eval mode (nothing cached)."""
     alpha, rank = 3.0, RANK
     layer = _layer(cls, rank=rank, alpha=alpha, seed=5)
     base = find_base(layer)
     factors = find_factors(layer, IN, OUT, rank)
     s = alpha / rank
-    for shape in [(4, IN), (2, 3, IN), (2, 2, 3, IN)]:
-        x = randn(*shape, seed=6)
-        y = forward(layer, x, IN, OUT)
+
+    def want_for(x):
         with torch.no_grad():
-            want = base(x) + s * (x @ factors.A.T) @ factors.B.T
-        if not close(y, want):
+            return base(x) + s * (x @ factors.A.T) @ factors.B.T
+
+    for shape, x, y in _outputs(layer, [(4, IN), (2, 3, IN), (2, 2, 3, IN)], seed=6):
+        if not close(y, want_for(x)):
             fail("With a non-zero B the layer must compute base(x) + (alpha/r) * B A x.",
-                 f"x of shape {shape}. " + _update_diagnosis(layer, factors, IN, OUT, alpha, rank))
+                 f"x of shape {shape}. " + _update_diagnosis(layer, factors, IN, OUT, alpha, rank),
+                 key="lora.update")
+    x = randn(4, IN, seed=6)
+    layer.eval()
+    try:
+        y = forward(layer, x, IN, OUT)
+        want = want_for(x)
+        if not close(y, want):
+            with torch.no_grad():
+                base_only = base(x)
+            why = ("In eval mode it returns base(x) alone: the adapter is skipped. LoRA has no "
+                   "train-only part (dropout aside), so a trained adapter must act at inference."
+                   if close(y, base_only) else
+                   f"Largest difference from base(x) + (alpha/r) B A x: {max_diff(y, want)}.")
+            fail("After layer.eval() the layer must compute what it computes in train mode: "
+                 "base(x) + (alpha/r) * B A x.", why, key="lora.eval_mode")
+        randomize_adapters(layer, seed=8)  # new values while in eval mode (a loaded checkpoint)
+        y = forward(layer, x, IN, OUT)
+        want = want_for(x)
+        if not close(y, want):
+            fail("After the adapter's parameters change (here in eval mode, as when a checkpoint "
+                 "is loaded), the next forward must use the new values.",
+                 f"largest difference from base(x) + (alpha/r) B A x with the new A and B: "
+                 f"{max_diff(y, want)}. Does forward cache a product (B A, say) from an earlier "
+                 "call?", key="lora.stale_state")
+    finally:
+        layer.train()
 
 
+@keyed("lora.scaling")
 def check_scaling(cls: type) -> None:
     """self.scaling is alpha / rank, and the update is scaled by it."""
     for rank, alpha in [(RANK, 6.0), (2, 1.0)]:
@@ -136,20 +196,22 @@ def check_scaling(cls: type) -> None:
         want_s = alpha / rank
         s = getattr(layer, "scaling", None)
         if not isinstance(s, (int, float, torch.Tensor)) or abs(float(s) - want_s) > 1e-9:
-            fail(f"The attribute self.scaling must be alpha / rank = {alpha:g}/{rank} = {want_s:g}, got {s!r}.")
+            fail(f"The attribute self.scaling must be alpha / rank = {alpha:g}/{rank} = "
+                 f"{want_s:g}, got {s!r}.", key="lora.scaling_attribute")
         factors = find_factors(layer, IN, OUT, rank)
         M = effective_delta(layer, find_base(layer), IN, OUT)
         if not close(M, want_s * factors.B @ factors.A):
             fail(f"The update must be scaled by alpha/rank (here {alpha:g}/{rank} = {want_s:g}), "
                  "so that changing the rank does not force you to retune alpha or the learning rate.",
-                 _update_diagnosis(layer, factors, IN, OUT, alpha, rank))
+                 _update_diagnosis(layer, factors, IN, OUT, alpha, rank), key="lora.scaling")
 
 
+@keyed("lora.low_rank_order")
 def check_low_rank_order(cls: type) -> None:
     """forward computes B(Ax) and never builds an in x out matrix such as B A."""
     in_f, out_f, rank = 64, 48, 4
     layer = _layer(cls, in_f, out_f, rank, seed=8)
-    x = randn(2, 3, in_f, seed=9)  # 6 tokens: no honest intermediate reaches in*out elements
+    x = randn(6, in_f, seed=9)  # 6 tokens: no honest intermediate reaches in*out elements
     with BigIntermediates(limit=1):  # the first dispatch mode pays a one-off import: not the student's time
         torch.zeros(1) + 1
     probe = BigIntermediates(limit=in_f * out_f)
@@ -160,15 +222,17 @@ def check_low_rank_order(cls: type) -> None:
         fail(f"Your forward builds a {shape} tensor (by {op}) for a {in_f}->{out_f} layer: that is the "
              "size of the full weight matrix. Apply the factors one after the other, B(Ax): "
              f"r*(in + out) = {rank * (in_f + out_f)} multiply-adds per token instead of "
-             f"in*out*r = {in_f * out_f * rank} to form B A first.")
+             f"in*out*r = {in_f * out_f * rank} to form B A first.", key="lora.low_rank_order")
 
 
+@keyed("lora.gradients")
 def check_gradients(cls: type) -> None:
-    """Gradients reach B at init, both factors once B != 0, never the base, and the input."""
+    """Gradients reach B at init, both factors once B != 0, never the base, and the input x; a
+    few optimizer steps later the layer still computes and differentiates like a fresh one."""
     layer = _layer(cls, random=False, seed=10)
     base = find_base(layer)
     factors = find_factors(layer, IN, OUT, RANK)
-    x, target = randn(2, 3, IN, seed=11), randn(2, 3, OUT, seed=12)
+    x, target = randn(6, IN, seed=11), randn(6, OUT, seed=12)
 
     def backward():
         layer.zero_grad(set_to_none=True)
@@ -179,17 +243,20 @@ def check_gradients(cls: type) -> None:
     gB = factors.B_param.grad
     if gB is None or not torch.isfinite(gB).all() or gB.abs().max() == 0:
         fail("At init B must receive a gradient, or the adapter can never start learning. "
-             "With B = 0, A has to start random (not zero): B's gradient is built from A x.")
+             "With B = 0, A has to start random (not zero): B's gradient is built from A x.",
+             key="lora.init_gradient")
     randomize_adapters(layer, seed=13)
     backward()
     for name, p in (("A", factors.A_param), ("B", factors.B_param)):
         if p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().max() == 0:
             fail(f"Once B is non-zero, the loss must send a gradient to {name}. "
-                 "Is the adapter output part of what forward returns?")
+                 "Is the adapter output part of what forward returns?", key="lora.gradients")
     leaked = [n for n, p in base.named_parameters() if p.grad is not None]
     if leaked:
-        fail("Gradients must never reach the frozen base layer.", f"base parameters with a grad: {leaked}")
+        fail("Gradients must never reach the frozen base layer.",
+             f"base parameters with a grad: {leaked}", key="lora.frozen")
     _check_input_gradient(layer)
+    _check_steps(cls)
 
 
 def _check_input_gradient(layer: nn.Module) -> None:
@@ -210,52 +277,170 @@ def _check_input_gradient(layer: nn.Module) -> None:
         fail("The loss must send a gradient back to the input x: layers before this one learn "
              "through it. Is the base path computed under torch.no_grad() or detached? Freeze "
              "the base *weights* (requires_grad=False) instead.",
-             "dL/dx: " + ("None" if got is None else "all zeros"))
+             "dL/dx: " + ("None" if got is None else "all zeros"), key="lora.input_gradient")
     err = (got - expected).abs().max().item()
     if err > 1e-4 * (1 + expected.abs().max().item()):
         fail("The gradient with respect to x does not match the layer's own linear map "
              "(W + s B A): part of the path to x is detached or computed under no_grad.",
-             f"largest difference in dL/dx: {err:.3g}")
+             f"largest difference in dL/dx: {err:.3g}", key="lora.input_gradient")
 
 
+def _check_steps(cls, alpha: float = 2.0, seed: int = 18) -> None:
+    """Three SGD steps; after each, the layer agrees with a freshly built one holding the same
+    parameters (outputs in train and eval mode, gradients)."""
+    layer = _layer(cls, alpha=alpha, seed=seed)
+    x, target = randn(6, IN, seed=seed + 2), randn(6, OUT, seed=seed + 3)
+
+    def fresh():
+        return build(cls, make_base(IN, OUT, seed=seed), seed=seed, rank=RANK, alpha=alpha)
+
+    check_training_steps(layer, fresh, lambda m: forward(m, x, IN, OUT), target,
+                         key="lora.stale_state")
+
+
+# --- merging ------------------------------------------------------------------------------------
+
+MERGE_RULE = ("Either build a new nn.Linear and leave layer as it was, or update layer.base_layer "
+              "in place and return that very module (then layer is spent: its base holds the "
+              "update).")
+
+
+def _merge_diagnosis(merged, before, after, base_only, W0, b0, delta) -> str:
+    """Why the merged layer's output is wrong; names only what was compared."""
+    if close(after, base_only):
+        return "The merged layer equals the base layer alone: the update was not added."
+    mw = merged.weight.detach()
+    mb = torch.zeros(mw.shape[0]) if merged.bias is None else merged.bias.detach()
+    b_want = torch.zeros(mw.shape[0]) if b0 is None else b0
+    b_ok = close(mb, b_want)
+    bias_note = ("" if b_ok else
+                 " Its bias is wrong too: with a base without bias the merged bias must be zero or "
+                 f"absent (largest entry {mb.abs().max().item():.3g})" if b0 is None else
+                 f" Its bias differs from the base layer's bias (largest difference "
+                 f"{max_diff(mb, b_want)}).")
+    if delta is None:
+        return "Its output differs from the unmerged layer's." + bias_note
+    if close(mw, W0 + delta):
+        if b_ok:
+            return ("Its weight W + (alpha/r) B A and its bias are both right, yet its output "
+                    "differs: does the returned module compute x Wᵀ + b as nn.Linear does?")
+        return ("Its weight W + (alpha/r) B A is right, but its bias is not: "
+                + ("the base layer has no bias, so the merged layer must have none (or zeros); "
+                   f"yours has entries up to {mb.abs().max().item():.3g} — a fresh nn.Linear's "
+                   "random init?" if b0 is None else
+                   f"it must be the base layer's bias b, unchanged (largest difference "
+                   f"{max_diff(mb, b_want)})."))
+    if close(mw, W0 + 2 * delta):
+        why = "Its weight is W + 2 (alpha/r) B A: the update was added twice."
+    elif close(mw, W0):
+        why = "Its weight is the base weight W: the update is missing from it."
+    else:
+        why = (f"Its weight differs from W + (alpha/r) B A, shape (out, in), by up to "
+               f"{max_diff(mw, W0 + delta)}: check the scaling and the order of the factors.")
+    return why + bias_note
+
+
+def _check_layer_after_merge(layer, merged, name, x, before, base_only, params0, *,
+                             run, in_place_ok: bool, key: str, what: str) -> None:
+    """The given layer computes what it computed — or, after a documented in-place merge (the
+    result *is* layer.base_layer, where the contract allows it), the merged layer plus its
+    unchanged adapter (or exactly what it computed, if the merge also switched the adapter off)."""
+    try:
+        with torch.no_grad():
+            now = run(layer)
+    except _TimedOut:
+        raise
+    except AssertionError as e:
+        fail(f"After {name}, the layer it was given no longer runs.", f"{e}", key=key)
+    if close(now, before):
+        return
+    changed = [n for n, p in layer.named_parameters()
+               if n not in params0 or p.shape != params0[n].shape
+               or not torch.equal(p.detach(), params0[n])]
+    changed_txt = f" Parameters it changed: {changed}." if changed else ""
+    in_place = merged is getattr(layer, "base_layer", None)
+    if in_place and in_place_ok:
+        changed = [n for n in changed if not n.startswith("base_layer.")]
+        changed_txt = f" Parameters besides the base that it changed: {changed}." if changed else ""
+        with torch.no_grad():
+            spent = merged(x) + (before - base_only)
+        if close(now, spent):
+            return
+        fail(f"{name} merged into layer.base_layer in place (allowed), but it also changed the "
+             "rest of the layer.", f"Afterwards {what} is neither what it computed before nor the "
+             f"merged layer plus the unchanged adapter.{changed_txt}", key=key)
+    if in_place:
+        fail(f"{name} must leave the layer it was given unchanged: a merge is for one condition p, "
+             "so a layer merged in place is wrong for every other p (it adds the update for p on "
+             "top of its own).",
+             f"It updated layer.base_layer in place and returned it; afterwards {what} differs "
+             f"from before by up to {max_diff(now, before)}.{changed_txt} Build a new nn.Linear "
+             "from copies (or merge a copy.deepcopy(layer)).", key=key)
+    base_hit = any(n.startswith("base_layer.") for n in changed)
+    fail(f"{name} returned a new layer but also changed the layer it was given.",
+         f"Afterwards {what} differs from before by up to {max_diff(now, before)}.{changed_txt}"
+         + (" It wrote into layer.base_layer, which layer keeps using, so layer now counts the "
+            "update twice. " if base_hit else " ")
+         + (MERGE_RULE if in_place_ok else
+            "Build the new nn.Linear from copies (base.weight + ..., .clone()) and leave layer "
+            "as it was."), key=key)
+
+
+@keyed("lora.merge")
 def check_merge(cls: type, merge_fn: Callable[[nn.Module], nn.Linear]) -> None:
-    """merge_fn(layer) returns an nn.Linear computing what layer computed, bias kept, no history."""
+    """merge_fn(layer) returns an nn.Linear computing what layer computed, bias kept, no history;
+    layer itself is left as it was, or (in-place merge) is its merged base plus its adapter."""
+    name = getattr(merge_fn, "__name__", "merge_lora")
     for bias in (True, False):
         layer = _layer(cls, alpha=2.0, bias=bias, seed=14)
-        x = randn(2, 3, IN, seed=15)
+        base = find_base(layer)
+        x = randn(6, IN, seed=15)
+        where = "" if bias else " on a base layer without bias"
         with torch.no_grad():
             before = forward(layer, x, IN, OUT).detach().clone()
-            base_only = find_base(layer)(x).detach().clone()
-        merged = call(merge_fn, layer, what=f"{getattr(merge_fn, '__name__', 'merge')}(layer)")
+            base_only = base(x).detach().clone()
+            W0 = base.weight.detach().clone()
+            b0 = None if base.bias is None else base.bias.detach().clone()
+        try:
+            f = find_factors(layer, IN, OUT, RANK)
+            delta = (2.0 / RANK) * (f.B @ f.A).clone()
+        except AssertionError:
+            delta = None  # the factors' shapes are check_frozen's business
+        params0 = {n: p.detach().clone() for n, p in layer.named_parameters()}
+        try:
+            merged = call(merge_fn, layer, what=f"{name}(layer){where}")
+        except _TimedOut:
+            raise
+        except AssertionError as e:
+            hint = ("" if bias else " The base layer has no bias here (base_layer.bias is None): "
+                    "fold the update into the weight only, and give the merged layer no bias.")
+            fail(f"Your {name} crashed{where}.{hint}", f"{e}", key="lora.merge_crash")
         if not isinstance(merged, nn.Linear):
-            fail(f"merge_lora must return an nn.Linear, got {type(merged).__name__}.",
-                 "If you merged in place into layer.base_layer, return layer.base_layer.")
+            fail(f"{name} must return an nn.Linear, got {type(merged).__name__}.",
+                 "If you merged in place into layer.base_layer, return layer.base_layer.",
+                 key="lora.merge_type")
         if (merged.in_features, merged.out_features) != (IN, OUT):
             fail(f"The merged layer must map {IN} -> {OUT} features, got "
-                 f"{merged.in_features} -> {merged.out_features}.")
-        for name, t in (("weight", merged.weight), ("bias", merged.bias)):
+                 f"{merged.in_features} -> {merged.out_features}.", key="lora.merge_type")
+        for pname, t in (("weight", merged.weight), ("bias", merged.bias)):
             if t is not None and t.grad_fn is not None:
-                fail(f"The merged {name} carries autograd history ({type(t.grad_fn).__name__}): "
-                     "do the merge under torch.no_grad().")
+                fail(f"The merged {pname} carries autograd history ({type(t.grad_fn).__name__}): "
+                     "do the merge under torch.no_grad().", key="lora.merge_history")
         if bias and merged.bias is None:
-            fail("The merged layer lost the base layer's bias: W x + b + s B A x = (W + s B A) x + b.")
+            fail("The merged layer lost the base layer's bias: W x + b + s B A x = (W + s B A) x + b.",
+                 key="lora.merge_bias")
         with torch.no_grad():
             after = merged(x)
         if not close(after, before):
-            if close(after, base_only):
-                why = "The merged layer equals the base layer alone: the update was not added."
-            else:
-                why = ("It differs from the unmerged output. The merged weight is W + (alpha/r) * B A, "
-                       "shape (out, in): check the scaling and the order of the factors.")
             fail("The merged layer must compute exactly what the LoRA layer computed before merging.",
-                 f"bias={bias}. {why}")
+                 f"bias={bias}. " + _merge_diagnosis(merged, before, after, base_only, W0, b0, delta),
+                 key="lora.merge_function")
+        _check_layer_after_merge(layer, merged, name, x, before, base_only, params0,
+                                 run=lambda m: forward(m, x, IN, OUT), in_place_ok=True,
+                                 key="lora.merge_leaves_layer", what="layer(x)")
 
 
 # --- a submission must implement the layer, not borrow lorakit's ------------------------------
-
-
-
-
 
 def check_not_reference(cls: type, merge_fn: Callable | None = None) -> None:
     """The submission implements LoRA itself rather than subclassing or calling lorakit's."""
