@@ -134,3 +134,179 @@ def test_tolerances_separate_detached_from_full_gradients():
         grads.append(A.grad)
     rel = (grads[0] - grads[1]).norm() / grads[0].norm()
     assert rel > 1e-2
+
+
+# --- mutants of a correct layer: each new check catches its bug, and only its cell fails -------
+
+class Correct(nn.Module):
+    """The notebook's solution."""
+
+    def __init__(self, base_layer, rank=8, alpha=16):
+        super().__init__()
+        self.base_layer = base_layer.requires_grad_(False)
+        self.scaling = alpha / rank
+        self.lora_A = nn.Parameter(torch.empty(rank, base_layer.in_features))
+        nn.init.kaiming_uniform_(self.lora_A, a=5 ** 0.5)
+        self.lora_B = nn.Parameter(torch.zeros(base_layer.out_features, rank))
+        self.magnitude = nn.Parameter(base_layer.weight.detach().norm(dim=1).clone())
+
+    def weight(self):
+        V = self.base_layer.weight + self.scaling * self.lora_B @ self.lora_A     # (out, in)
+        return V, V.norm(dim=1).detach()
+
+    def forward(self, x):
+        V, n = self.weight()
+        y = (x @ V.T) * (self.magnitude / n)
+        return y if self.base_layer.bias is None else y + self.base_layer.bias
+
+
+class EvalSkipsAdapter(Correct):
+    def forward(self, x):
+        return super().forward(x) if self.training else self.base_layer(x)
+
+
+class EvalNoGrad(Correct):
+    def forward(self, x):
+        if self.training:
+            return super().forward(x)
+        with torch.no_grad():
+            return super().forward(x)
+
+
+class NormCachedOnFirstCall(Correct):
+    def weight(self):
+        V = self.base_layer.weight + self.scaling * self.lora_B @ self.lora_A
+        if getattr(self, "_n", None) is None:
+            self._n = V.norm(dim=1).detach()
+        return V, self._n
+
+
+class WeightCachedInEval(Correct):
+    """Caches the merged weight on the first eval() call, until a train() call."""
+    def forward(self, x):
+        if self.training:
+            self._merged = None
+            return super().forward(x)
+        if getattr(self, "_merged", None) is None:
+            V, n = self.weight()
+            self._merged = (self.magnitude / n)[:, None] * V
+        y = x @ self._merged.T
+        return y if self.base_layer.bias is None else y + self.base_layer.bias
+
+
+class InputDetached(Correct):
+    def forward(self, x):
+        return super().forward(x.detach())
+
+
+class BasePathNoGrad(Correct):
+    """PEFT's form, base(x) + (m/n − 1) W x + (m/n) s B A x, with base(x) under no_grad."""
+    def forward(self, x):
+        V, n = self.weight()
+        c = self.magnitude / n
+        with torch.no_grad():
+            base = x @ self.base_layer.weight.T
+        y = base + (c - 1) * (x @ self.base_layer.weight.T) \
+            + c * (self.scaling * (x @ self.lora_A.T) @ self.lora_B.T)
+        return y if self.base_layer.bias is None else y + self.base_layer.bias
+
+
+class _ScaleWrongGrad(torch.autograd.Function):
+    """c ⊙ h with a backward that sends twice the gradient to c."""
+    @staticmethod
+    def forward(ctx, h, c):
+        ctx.save_for_backward(h, c)
+        return h * c
+
+    @staticmethod
+    def backward(ctx, g):
+        h, c = ctx.saved_tensors
+        return g * c, 2 * (g * h).reshape(-1, h.shape[-1]).sum(0)
+
+
+class MagnitudeBackwardWrong(Correct):
+    def forward(self, x):
+        V, n = self.weight()
+        y = _ScaleWrongGrad.apply(x @ V.T, self.magnitude / n)
+        return y if self.base_layer.bias is None else y + self.base_layer.bias
+
+
+class Only2D(Correct):
+    def forward(self, x):
+        V, n = self.weight()
+        y = torch.mm(x, V.T) * (self.magnitude / n)
+        return y if self.base_layer.bias is None else y + self.base_layer.bias
+
+
+class RowsMixedND(Correct):
+    """Flattens N-D input and restores it in the wrong order: right shape, wrong rows."""
+    def forward(self, x):
+        if x.dim() <= 2:
+            return super().forward(x)
+        y = super().forward(x.reshape(-1, x.shape[-1]))
+        return y.reshape(*reversed(x.shape[:-1]), -1).transpose(0, x.dim() - 2).reshape(
+            *x.shape[:-1], -1)
+
+
+MUTANTS = {   # class: (the cells it fails, the concept key of the first failure)
+    EvalSkipsAdapter: ({"forward"}, "dora.eval_mode"),
+    EvalNoGrad: ({"forward"}, "dora.eval_mode"),
+    NormCachedOnFirstCall: ({"forward"}, "dora.stale_state"),
+    WeightCachedInEval: ({"forward"}, "dora.stale_state"),
+    InputDetached: ({"gradients"}, "dora.input_gradient"),
+    BasePathNoGrad: ({"gradients"}, "dora.input_gradient"),
+    MagnitudeBackwardWrong: ({"gradients"}, "dora.gradcheck"),
+    Only2D: ({"shapes"}, "dora.forward_crash"),
+    RowsMixedND: ({"shapes"}, "dora.shapes"),
+}
+
+
+def test_the_correct_layer_passes_everything(capsys):
+    assert all(msg is None for msg in verdicts(Correct).values()), verdicts(Correct)
+    assert "float64" not in capsys.readouterr().out     # it runs in float64: gradcheck, no note
+
+
+@pytest.mark.parametrize("cls", list(MUTANTS), ids=lambda c: c.__name__)
+def test_mutant_verdicts(cls):
+    cells, concept_key = MUTANTS[cls]
+    results = verdicts(cls)
+    assert {name for name, msg in results.items() if msg} == cells, results
+    first = sorted(cells)[0]
+    with pytest.raises(CheckFailure) as info:
+        dora.CHECKS[first](cls)
+    assert info.value.key == concept_key, str(info.value)
+    assert_messages_teach(results)
+
+
+def test_stale_state_messages_say_what_was_observed():
+    with pytest.raises(CheckFailure) as info:
+        dora.check_training_steps(NormCachedOnFirstCall)
+    assert "freshly built layer holding the same parameter values" in str(info.value)
+    assert "computed once" in str(info.value)
+    with pytest.raises(CheckFailure) as info:
+        dora.check_training_steps(WeightCachedInEval)
+    assert "eval() mode" in str(info.value) and "returned exactly what it returned" in str(info.value)
+
+
+def test_eval_mode_messages_name_the_mistake():
+    with pytest.raises(CheckFailure, match="skips the adapter"):
+        dora.check_train_eval(EvalSkipsAdapter)
+    with pytest.raises(CheckFailure, match="carries no gradient"):
+        dora.check_train_eval(EvalNoGrad)
+
+
+def test_float64_is_not_required(capsys):
+    """lorakit's layer computes its norms in float32: the gradients are then checked in float32,
+    with a note, and pass."""
+    dora.check_gradcheck(Reference)
+    assert "does not run in float64" in capsys.readouterr().out
+
+
+def test_every_failure_carries_a_dora_key():
+    for sample in SAMPLES:
+        cls = compile_sample(sample)
+        for name, check in dora.CHECKS.items():
+            try:
+                check(cls)
+            except CheckFailure as e:
+                assert e.key and e.key.startswith("dora."), (sample.name, name, e.key)

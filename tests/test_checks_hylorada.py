@@ -98,3 +98,100 @@ def test_roles_are_found_by_behaviour_not_by_order():
 def test_verdicts_are_deterministic():
     cls = compile_sample(next(s for s in SAMPLES if s.name == "bug_magnitude_ones"))
     assert verdicts(cls) == verdicts(cls)
+
+
+# --- mutants of a correct layer: each new check catches its bug, and only its cell fails -------
+
+class Correct(nn.Module):
+    """The notebook's solution."""
+
+    def __init__(self, base_layer, rank=8, alpha=16, gain=1.0):
+        super().__init__()
+        self.base_layer = base_layer.requires_grad_(False)
+        self.scaling = alpha / rank
+        self.lora_A = nn.Parameter(nn.init.orthogonal_(torch.empty(rank, base_layer.in_features),
+                                                       gain=gain))
+        self.lora_B = nn.Parameter(torch.zeros(base_layer.out_features, rank))
+        rows = base_layer.weight.detach().norm(dim=1)
+        self.magnitude = nn.Parameter(rows.clone())
+        self.register_buffer("magnitude_init", rows.clone())
+        self.magnitude_gate = nn.Parameter(torch.tensor(0.0))
+        self.residual_weight = nn.Parameter(torch.tensor(0.1))
+
+    def norm(self, V):
+        return V.norm(dim=1).detach()
+
+    def forward(self, x):
+        W, b = self.base_layer.weight, self.base_layer.bias
+        V = W + self.scaling * self.lora_B @ self.lora_A
+        gate, beta = torch.sigmoid(self.magnitude_gate), torch.sigmoid(self.residual_weight)
+        m_eff = gate * self.magnitude + (1 - gate) * self.magnitude_init
+        z = x @ V.T
+        y = (1 - beta) * (m_eff / self.norm(V)) * z + beta * z
+        return y if b is None else y + b
+
+
+class OrthogonalRescaled(Correct):
+    """Orthogonal rows of norm 0.58, as Kaiming's: orthogonal, but not orthonormal."""
+    def __init__(self, base_layer, rank=8, alpha=16):
+        super().__init__(base_layer, rank, alpha, gain=0.58)
+
+
+class EvalLoRAOnly(Correct):
+    def forward(self, x):
+        if self.training:
+            return super().forward(x)
+        V = self.base_layer.weight + self.scaling * self.lora_B @ self.lora_A
+        y = x @ V.T
+        return y if self.base_layer.bias is None else y + self.base_layer.bias
+
+
+class NormCachedOnFirstCall(Correct):
+    def norm(self, V):
+        if getattr(self, "_n", None) is None:
+            self._n = V.norm(dim=1).detach()
+        return self._n
+
+
+class InputDetached(Correct):
+    def forward(self, x):
+        return super().forward(x.detach())
+
+
+class Only2D(Correct):
+    def forward(self, x):
+        if x.dim() != 2:
+            raise ValueError("x must be (N, in_features)")
+        return super().forward(x)
+
+
+MUTANTS = {   # class: (the cells it fails, the concept key of the first failure)
+    OrthogonalRescaled: ({"orthogonal init"}, "hylorada.orthogonal_init"),
+    EvalLoRAOnly: ({"forward"}, "hylorada.eval_mode"),
+    NormCachedOnFirstCall: ({"forward"}, "hylorada.stale_state"),
+    InputDetached: ({"gradients"}, "hylorada.input_gradient"),
+    Only2D: ({"shapes"}, "hylorada.forward_crash"),
+}
+
+
+def test_the_correct_layer_passes_everything():
+    assert all(msg is None for msg in verdicts(Correct).values()), verdicts(Correct)
+
+
+@pytest.mark.parametrize("cls", list(MUTANTS), ids=lambda c: c.__name__)
+def test_mutant_verdicts(cls):
+    cells, concept_key = MUTANTS[cls]
+    results = verdicts(cls)
+    assert {name for name, msg in results.items() if msg} == cells, results
+    with pytest.raises(CheckFailure) as info:
+        hylorada.CHECKS[sorted(cells)[0]](cls)
+    assert info.value.key == concept_key, str(info.value)
+    assert_messages_teach(results)
+
+
+def test_a_rescaled_orthogonal_A_is_named():
+    """The contract's orthonormal rows: A Aᵀ = I, not only orthogonal rows."""
+    with pytest.raises(CheckFailure) as info:
+        hylorada.check_orthogonal_init(OrthogonalRescaled)
+    assert "A Aᵀ = I" in str(info.value) and "do not have norm 1" in str(info.value)
+    assert "0.58" in str(info.value)

@@ -25,18 +25,17 @@ AssertionError) whose message names the concept.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
-from ._probe import (CheckFailure, build, call, close, fail, find_base, find_factors, forward,
-                     make_base, randn, randomize_adapters, trainable)
-from ._probe import assert_own_implementation, run_checks
+from . import _dora_family as family
+from ._dora_family import (IN, OUT, RANK, Member, Parts, concept, find_magnitude, find_scalars,
+                           probe_base as _base)
+from ._probe import (CheckFailure, call, close, fail, find_base, make_base, randn,
+                     randomize_adapters, run_checks, trainable)
 
-# Probe layers: non-square, in, out and rank pairwise different.
-IN, OUT, RANK = 24, 10, 3
 # The values the checks give the two logits (the gate and the blend, in either order).
 LOGITS = ((0.8, -0.6), (-1.2, 0.5))
 
@@ -46,121 +45,22 @@ INIT_HINT = ("HyLoRADA starts as its base only if m_eff / ‖W + sBA‖ = 1 for 
 
 # --- building probe layers -------------------------------------------------------------------
 
-def _base(in_f: int, out_f: int, *, bias: bool = True, seed: int = 0) -> nn.Linear:
-    """An nn.Linear whose row norms are spread well away from 1 (0.2 to 1.5)."""
-    base = make_base(in_f, out_f, bias=bias, seed=seed)
-    g = torch.Generator().manual_seed(seed + 100)
-    with torch.no_grad():
-        scales = torch.linspace(0.4, 2.5, out_f)[torch.randperm(out_f, generator=g)]
-        base.weight.mul_(scales[:, None])
-        if bias:
-            base.bias.copy_(torch.randn(out_f, generator=g) * 0.5)
-    return base
-
-
 def _build(cls, base: nn.Linear, rank: int = RANK, alpha: float = 2.0 * RANK, seed: int = 0) -> nn.Module:
-    return build(cls, base, seed=seed, rank=rank, alpha=alpha)
+    return family.build_layer(cls, base, seed=seed, rank=rank, alpha=alpha)
 
 
-def _run(layer: nn.Module, x: torch.Tensor, in_f: int = IN, out_f: int = OUT) -> torch.Tensor:
-    return forward(layer, x, in_f, out_f)
-
-
-def _outside_base(layer: nn.Module) -> list[tuple[str, torch.Tensor, str]]:
-    """(name, tensor, kind) for every parameter and buffer not owned by the base layer."""
-    base = getattr(layer, "base_layer", None)
-    skip = set()
-    if isinstance(base, nn.Module):
-        skip = {id(t) for t in list(base.parameters()) + list(base.buffers())}
-    out = [(n, p, "parameter") for n, p in layer.named_parameters() if id(p) not in skip]
-    out += [(n, b, "buffer") for n, b in layer.named_buffers() if id(b) not in skip]
-    return out
-
-
-def find_magnitude(layer: nn.Module, out_f: int) -> tuple[str, torch.Tensor] | None:
-    """The magnitude m: out_f entries outside the base; a trainable parameter first."""
-    cands = [(n, t, k) for n, t, k in _outside_base(layer)
-             if t.numel() == out_f and (t.dim() == 1 or (t.dim() == 2 and 1 in t.shape))]
-    for wanted in (lambda t, k: k == "parameter" and t.requires_grad, lambda t, k: True):
-        for n, t, k in cands:
-            if wanted(t, k):
-                return n, t
-    return None
-
-
-def find_scalars(layer: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """The trainable parameters with one element, shape () or (1,): the gate and blend logits."""
-    return [(n, p) for n, p in trainable(layer) if p.numel() == 1 and p.dim() <= 1]
-
-
-@dataclass
-class Parts:
-    """The student's A (r, in), B (out, r), m (out,) and the two logits, found by shape."""
-    layer: nn.Module
-    base: nn.Linear
-    A_param: nn.Parameter
-    B_param: nn.Parameter
-    m_name: str | None
-    m_param: torch.Tensor | None
-    scalars: list[tuple[str, nn.Parameter]]
-    rank: int
-
-    @property
-    def A_t(self) -> bool:
-        return tuple(self.A_param.shape) != (self.rank, self.base.in_features)
-
-    @property
-    def B_t(self) -> bool:
-        return tuple(self.B_param.shape) != (self.base.out_features, self.rank)
-
-    def A(self) -> torch.Tensor:
-        a = self.A_param.detach()
-        return a.T if self.A_t else a
-
-    def B(self) -> torch.Tensor:
-        b = self.B_param.detach()
-        return b.T if self.B_t else b
-
-    def m(self) -> torch.Tensor | None:
-        return None if self.m_param is None else self.m_param.detach().reshape(-1)
-
-    def grad(self, which: str) -> torch.Tensor | None:
-        p, t = {"A": (self.A_param, self.A_t), "B": (self.B_param, self.B_t),
-                "m": (self.m_param, False)}[which]
-        if p is None or p.grad is None:
-            return None
-        g = p.grad.T if t else p.grad
-        return g.reshape(-1) if which == "m" else g
-
-    @torch.no_grad()
-    def assign(self, A: torch.Tensor, B: torch.Tensor, m: torch.Tensor | None,
-               logits: tuple[float, float] | None = None) -> None:
-        self.A_param.copy_((A.T if self.A_t else A).to(self.A_param))
-        self.B_param.copy_((B.T if self.B_t else B).to(self.B_param))
-        if m is not None and self.m_param is not None:
-            self.m_param.copy_(m.reshape(self.m_param.shape).to(self.m_param))
-        if logits is not None:
-            for (_, p), v in zip(self.scalars, logits):
-                p.fill_(v)
+def _run(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return family.run(layer, x)
 
 
 def find_parts(layer: nn.Module, in_f: int = IN, out_f: int = OUT, rank: int = RANK) -> Parts:
-    base = find_base(layer)
-    f = find_factors(layer, in_f, out_f, rank)
-    mag = find_magnitude(layer, out_f)
-    name, m = mag if mag else (None, None)
-    return Parts(layer, base, f.A_param, f.B_param, name, m, find_scalars(layer), rank)
+    """The student's A (r, in), B (out, r), m (out,) and the two logits, found by shape."""
+    return family.find_parts(layer, in_f, out_f, rank)
 
 
 def _random_values(base: nn.Linear, rank: int, seed: int):
     """Seeded non-zero A, B and a magnitude moved away from the row norms of W."""
-    in_f, out_f = base.in_features, base.out_features
-    g = torch.Generator().manual_seed(seed)
-    A = torch.randn(rank, in_f, generator=g) * 0.3
-    B = torch.randn(out_f, rank, generator=g) * 0.3
-    moved = torch.linspace(0.5, 1.6, out_f)[torch.randperm(out_f, generator=g)]
-    m = base.weight.detach().norm(dim=1) * moved
-    return A, B, m
+    return family.random_values(base, rank, seed, scale=0.3)
 
 
 def _prepared(cls, *, rank=RANK, alpha=2.0 * RANK, bias=False, seed=0, logits=LOGITS[0], values=None):
@@ -171,6 +71,22 @@ def _prepared(cls, *, rank=RANK, alpha=2.0 * RANK, bias=False, seed=0, logits=LO
     A, B, m = values if values is not None else _random_values(parts.base, rank, seed + 1)
     parts.assign(A, B, m, logits)
     return layer, parts
+
+
+def _member_prepare(layer: nn.Module, seed: int) -> Parts:
+    parts = find_parts(layer)
+    parts.assign(*_random_values(parts.base, RANK, seed), LOGITS[0])
+    return parts
+
+
+# How the family's shared checks (train/eval, optimizer steps, gradcheck) probe HyLoRADA.
+MEMBER = Member(
+    title="HyLoRADA",
+    build=lambda cls, seed: _build(cls, _base(IN, OUT, bias=False, seed=seed), seed=seed),
+    prepare=_member_prepare,
+    inputs=lambda seed: (randn(6, IN, seed=seed),),
+    matches=lambda layer, parts, inputs: _match(layer, parts, 2.0, inputs[0])[0] is not None,
+)
 
 
 def _need_scalars(parts: Parts) -> None:
@@ -187,12 +103,13 @@ def _need_scalars(parts: Parts) -> None:
 # --- the definition ---------------------------------------------------------------------------
 
 def row_factor(W, A, B, m, m0, gamma, beta, s, *, stale_norm=False, detach=True):
-    """c = 1 + (1 − β)(m_eff / n − 1) and V = W + sBA, in float64 (variants for diagnoses)."""
+    """c = (1 − β)·m_eff / n + β and V = W + sBA, in float64 (variants for diagnoses).
+
+    n = ‖W + sBA‖_row (``stale_norm``: ‖W‖_row), m_eff = γ·m + (1 − γ)·m0 (see ``_dora_family``).
+    """
     W, A, B, m, m0 = (t.double() for t in (W, A, B, m, m0))
-    V = W + s * B @ A
-    n = (W if stale_norm else V).norm(dim=1)
-    if detach:
-        n = n.detach()
+    V = W + s * B @ A                                             # (out, in)
+    n = family.row_norm(W if stale_norm else V, detach)          # (out,)
     m_eff = gamma * m + (1 - gamma) * m0
     return 1 + (1 - beta) * (m_eff / n - 1), V
 
@@ -200,6 +117,9 @@ def row_factor(W, A, B, m, m0, gamma, beta, s, *, stale_norm=False, detach=True)
 def definition(W, b, A, B, m, m0, g, blend_logit, s, x, **variant):
     """y = (1 − β)·DoRA(x) + β·LoRA(x) = c ⊙ (V x) + b with γ = σ(g), β = σ(blend_logit)."""
     sig = lambda v: torch.sigmoid(torch.as_tensor(float(v), dtype=torch.float64))
+    if not variant:
+        return family.family_output(W, b, A, B, s, x, m=m, m0=m0, gamma=sig(g),
+                                    beta=sig(blend_logit))
     c, V = row_factor(W, A, B, m, m0, sig(g), sig(blend_logit), s, **variant)
     y = (x.double() @ V.T) * c
     return y if b is None else y + b.double()
@@ -275,23 +195,34 @@ def _match(layer: nn.Module, parts: Parts, s: float, x: torch.Tensor,
 
 # --- checks -----------------------------------------------------------------------------------
 
+@concept("hylorada.shapes")
 def check_shapes(cls: type) -> None:
-    """Output shape (..., out) for 2-D, 3-D and 4-D inputs, non-square and square layers."""
+    """Output (..., out) for 2-D, 3-D and 4-D inputs, non-square and square layers, and the
+    values of an N-D input are those of its rows as a 2-D batch."""
     cases = [(IN, OUT, RANK, [(5, IN), (2, 3, IN), (2, 3, 4, IN)]),
              (16, 16, 4, [(1, 16), (16, 16), (2, 16, 16), (3, 1, 5, 16)])]
     for in_f, out_f, rank, shapes in cases:
         layer = _build(cls, _base(in_f, out_f, seed=1), rank, 2.0 * rank, seed=1)
         randomize_adapters(layer, seed=2, scale=0.2)
         for shape in shapes:
-            y = forward(layer, randn(*shape, seed=3), in_f, out_f)
+            x = randn(*shape, seed=3)
+            y = _run(layer, x)
             want = shape[:-1] + (out_f,)
             if tuple(y.shape) != want:
                 fail(f"Wrong output shape: for x of shape {shape} a {in_f}->{out_f} layer must "
                      f"return {want}, got {tuple(y.shape)}.",
                      "The row factor c (one entry per output feature, shape (out,)) multiplies the "
                      "last dimension of W x + sBA x; the gate and the blend are single numbers.")
+            if len(shape) > 2:
+                flat = _run(layer, x.reshape(-1, in_f)).reshape(want)
+                if not close(y, flat):
+                    fail(f"For x of shape {shape} the output has the right shape but not the values "
+                         "the same rows give as a 2-D batch x.reshape(-1, in_features): the layer "
+                         "must act on the last dimension only, every position on its own.",
+                         f"{in_f}->{out_f} layer: largest difference {family._largest(y, flat)}.")
 
 
+@concept("hylorada.frozen")
 def check_frozen(cls: type, in_f: int = IN, out_f: int = OUT, rank: int = RANK) -> None:
     """The base is frozen and exactly r(in + out) + out + 2 parameters train."""
     layer = _build(cls, _base(in_f, out_f, seed=2), rank, 2.0 * rank, seed=2)
@@ -311,18 +242,21 @@ def check_frozen(cls: type, in_f: int = IN, out_f: int = OUT, rank: int = RANK) 
             f"gate logit and the blend logit); your layer trains {n}.")
     vectors = [name for name, p in params if p.numel() == out_f]
     scalars = find_scalars(layer)
+    k = "hylorada.param_count"
     if len(vectors) == 2 and n == want + out_f:
         why = (f"Two trainable vectors of size {out_f} ({', '.join(vectors)}): m_init is the frozen "
                "reference magnitude (register it as a buffer), only m learns.")
+        k = "hylorada.m_init_frozen"
     elif len(scalars) < 2 and n == want - 2 + len(scalars):
         why = ("The gate and blend logits must both be trainable scalars, nn.Parameter(torch.tensor(0.0)) "
                "(a Python float or a buffer does not learn).")
+        k = "hylorada.scalars_trainable"
     elif len(vectors) > 1 and len(scalars) < 2:
         why = ("The seed's gate and blend are one scalar each per layer, not one per output "
                "feature.")
     else:
         why = ""
-    fail(head, (why + "\n  " if why else "") + f"trainable parameters: {listing}")
+    fail(head, (why + "\n  " if why else "") + f"trainable parameters: {listing}", key=k)
 
 
 def _init_diagnosis(layer: nn.Module, bias: bool) -> str:
@@ -352,50 +286,59 @@ def _init_diagnosis(layer: nn.Module, bias: bool) -> str:
     return "m starts at ‖W‖_row and B = 0, so m_init must be wrong: it is ‖W_i‖ as well. " + INIT_HINT
 
 
+@concept("hylorada.identity_init")
 def check_identity_at_init(cls: type) -> None:
     """At init the layer computes exactly what its base computes (B = 0, m = m_init = ‖W‖_row)."""
     for bias in (False, True):
         layer = _build(cls, _base(IN, OUT, bias=bias, seed=5), seed=5)
         base = find_base(layer)
-        for shape in [(5, IN), (2, 3, IN)]:
-            x = randn(*shape, seed=6)
-            y = _run(layer, x)
-            with torch.no_grad():
-                want = base(x)
-            if y.shape == want.shape and close(y, want, rtol=1e-5, atol=1e-5):
-                continue
-            diff = ((y - want).abs().max().item() if y.shape == want.shape
-                    else f"shape {tuple(y.shape)} vs {tuple(want.shape)}")
-            fail("At init the layer must equal the pretrained layer, so that fine-tuning starts "
-                 "from the pretrained function: B = 0 and m = m_init = ‖W‖_row make both paths "
-                 "return W x + b.",
-                 f"x of shape {shape}, bias={bias}: largest difference {diff}. "
-                 + _init_diagnosis(layer, bias))
+        x = randn(5, IN, seed=6)
+        y = _run(layer, x)
+        with torch.no_grad():
+            want = base(x)
+        if y.shape == want.shape and close(y, want, rtol=1e-5, atol=1e-5):
+            continue
+        fail("At init the layer must equal the pretrained layer, so that fine-tuning starts "
+             "from the pretrained function: B = 0 and m = m_init = ‖W‖_row make both paths "
+             "return W x + b.",
+             f"x of shape {tuple(x.shape)}, bias={bias}: largest difference "
+             f"{family._largest(y, want)}. " + _init_diagnosis(layer, bias))
 
 
+@concept("hylorada.orthogonal_init")
 def check_orthogonal_init(cls: type) -> None:
-    """At init the rows of A (r, in) are orthogonal and of equal length: A Aᵀ = c·I."""
+    """At init A (r, in) has orthonormal rows: A Aᵀ = I (largest entry of |A Aᵀ − I| ≤ 1e-4)."""
     for in_f, out_f, rank, seed in [(IN, OUT, RANK, 7), (40, 7, 5, 8), (40, 7, 5, 9)]:
         layer = _build(cls, _base(in_f, out_f, seed=seed), rank, 2.0 * rank, seed=seed)
-        A = find_factors(layer, in_f, out_f, rank).A.double()          # (r, in)
-        G = A @ A.T
+        A = family.find_parts(layer, in_f, out_f, rank).A().double()     # (r, in)
+        G = A @ A.T                                                       # (r, r)
+        eye = torch.eye(rank, dtype=G.dtype)
+        err = (G - eye).abs().max().item()
+        if err <= 1e-4:
+            continue
         d = G.diagonal()
+        where = f"{in_f}->{out_f} layer, rank {rank}"
         if d.min() <= 1e-12:
             fail("A must start random with orthonormal rows (nn.init.orthogonal_), not at zero: "
                  "with B = 0 as well, B would receive no gradient and nothing could learn.",
-                 f"{in_f}->{out_f} layer, rank {rank}: a row of A is zero.")
+                 f"{where}: a row of A is zero.")
         cos = G / torch.sqrt(d[:, None] * d[None, :])
-        off = (cos - torch.eye(rank, dtype=cos.dtype)).abs().max().item()
-        spread = (d.max() / d.min()).sqrt().item() - 1
-        if off > 1e-4 or spread > 1e-4:
-            norms = d.sqrt()
-            fail("HyLoRADA's first change to DoRA: A starts with orthonormal rows, A Aᵀ = I "
-                 "(nn.init.orthogonal_ on the (rank, in) matrix), instead of LoRA's Kaiming-uniform "
-                 "rows, which point in random directions with norm ≈ 0.58.",
-                 f"{in_f}->{out_f} layer, rank {rank}: the largest |cosine| between two rows of A is "
-                 f"{off:.3f} (0 for orthogonal rows); row norms {norms.min():.3f} to {norms.max():.3f}.")
+        off = (cos - eye).abs().max().item()
+        norms = d.sqrt()
+        head = ("HyLoRADA's first change to DoRA: A starts with orthonormal rows, A Aᵀ = I "
+                "(nn.init.orthogonal_ on the (rank, in) matrix, gain 1), instead of LoRA's "
+                "Kaiming-uniform rows, which point in random directions with norm ≈ 0.58.")
+        observed = (f"{where}: largest entry of |A Aᵀ − I| {err:.3g}; largest |cosine| between two "
+                    f"rows {off:.3g} (0 for orthogonal rows); row norms {norms.min():.3f} to "
+                    f"{norms.max():.3f} (1 for orthonormal rows).")
+        if off <= 1e-4:
+            fail(head, observed + " The rows are orthogonal but do not have norm 1: is A rescaled "
+                                  "after the orthogonal init (a gain, or a factor like 1/√in)? "
+                                  "Orthonormal means both orthogonal and of unit length.")
+        fail(head, observed)
 
 
+@concept("hylorada.forward")
 def check_forward(cls: type) -> None:
     """With non-zero A, B, a moved m and moved logits: y = (1 − β)·DoRA(x) + β·LoRA(x)."""
     rank, alpha = RANK, 2.0 * RANK
@@ -403,28 +346,41 @@ def check_forward(cls: type) -> None:
     got = getattr(layer, "scaling", None)
     if not isinstance(got, (int, float, torch.Tensor)) or abs(float(got) - alpha / rank) > 1e-9:
         fail(f"The attribute self.scaling must be alpha / rank = {alpha:g}/{rank} = {alpha / rank:g}, "
-             f"got {got!r}.")
+             f"got {got!r}.", key="hylorada.scaling_attribute")
     _need_scalars(parts)
     s = alpha / rank
     order = None
+    x = randn(4, IN, seed=10)
     for logits in LOGITS:
         parts.assign(parts.A(), parts.B(), parts.m(), logits)
-        for shape in [(4, IN), (2, 3, IN), (2, 2, 3, IN)]:
-            x = randn(*shape, seed=10)
-            found, why = _match(layer, parts, s, x, logits)
-            if found is None or (order is not None and found != order):
-                if found is not None:
-                    why = ("The gate and the blend swap roles between calls: each scalar must keep "
-                           "its meaning.")
-                fail("With non-zero A, B, a trained magnitude and moved logits the layer must compute "
-                     "y = (1 − β)·[(m_eff / n) ⊙ (W + sBA)x + b] + β·[(W + sBA)x + b], with "
-                     "m_eff = σ(g)·m + (1 − σ(g))·m_init, β = σ(blend logit) and n the detached row "
-                     "norms of W + sBA.",
-                     f"x of shape {shape}, bias-free base, the two scalar parameters set to "
-                     f"{logits[0]:g} and {logits[1]:g}. {why}")
-            order = found
+        found, why = _match(layer, parts, s, x, logits)
+        if found is None or (order is not None and found != order):
+            if found is not None:
+                why = ("The gate and the blend swap roles between calls: each scalar must keep "
+                       "its meaning.")
+            fail("With non-zero A, B, a trained magnitude and moved logits the layer must compute "
+                 "y = (1 − β)·[(m_eff / n) ⊙ (W + sBA)x + b] + β·[(W + sBA)x + b], with "
+                 "m_eff = σ(g)·m + (1 − σ(g))·m_init, β = σ(blend logit) and n the detached row "
+                 "norms of W + sBA.",
+                 f"x of shape {tuple(x.shape)}, bias-free base, the two scalar parameters set to "
+                 f"{logits[0]:g} and {logits[1]:g}. {why}")
+        order = found
 
 
+@concept("hylorada.eval_mode")
+def check_train_eval(cls: type) -> None:
+    """eval() computes the same function, with the same gradients, as train() (no dropout)."""
+    family.check_train_eval(MEMBER, cls, seed=30)
+
+
+@concept("hylorada.stale_state")
+def check_training_steps(cls: type) -> None:
+    """After each of 3 Adam steps, and after each edit of the parameters in eval(), the layer
+    computes what a fresh layer holding the same parameter values computes."""
+    family.check_training_steps(MEMBER, cls, seed=31)
+
+
+@concept("hylorada.bias")
 def check_bias(cls: type) -> None:
     """The bias is added once, after the rescaling and outside the blend: y(with b) − y(without) = b."""
     with_b, parts = _prepared(cls, bias=True, seed=11)
@@ -434,7 +390,7 @@ def check_bias(cls: type) -> None:
         no_b_base.weight.copy_(base.weight)
     without = _build(cls, no_b_base, seed=11)
     find_parts(without).assign(parts.A(), parts.B(), parts.m(), LOGITS[0])
-    x = randn(2, 3, IN, seed=12)
+    x = randn(6, IN, seed=12)
     with torch.no_grad():
         diff = (_run(with_b, x) - _run(without, x)).double()
     b = base.bias.detach().double()
@@ -442,7 +398,7 @@ def check_bias(cls: type) -> None:
         return
     msg = ("The bias must be added once, outside the rescaling and the blend: both paths return "
            "... + b, so (1 − β)·b + β·b = b — the merged layer keeps the base's bias unchanged.")
-    ratio = (diff[0, 0] / b).double()
+    ratio = (diff[0] / b).double()
     if close(diff, torch.zeros_like(diff)):
         fail(msg, "Your layer ignores the base layer's bias.")
     if close(ratio, ratio.mean().expand_as(ratio)) and close(diff, (ratio.mean() * b).expand_as(diff)):
@@ -453,6 +409,7 @@ def check_bias(cls: type) -> None:
               "B move, the bias drifts with them.")
 
 
+@concept("hylorada.norm_detached")
 def check_norm_detached(cls: type) -> None:
     """The gradients of A and B are those of c ⊙ (W + sBA)x with the row factor c held constant."""
     s = 2.0
@@ -465,9 +422,12 @@ def check_norm_detached(cls: type) -> None:
     if not close(M, c[:, None] * V):
         fail("The gradients can only be checked once forward rescales the rows of W + sBA: fix the "
              "'forward' check first.")
-    x, g = randn(2, 3, IN, seed=14), randn(2, 3, OUT, seed=15)
+    x, g = randn(6, IN, seed=14), randn(6, OUT, seed=15)
     layer.zero_grad(set_to_none=True)
     y = _run(layer, x)
+    if not y.requires_grad:
+        fail("Your output carries no gradient, so A and B cannot learn: is forward computed under "
+             "torch.no_grad() or detached?")
     call(lambda: (y * g).sum().backward(), what="Backward through your layer")
     got = parts.grad("A"), parts.grad("B")
     if got[0] is None or got[1] is None:
@@ -495,12 +455,13 @@ def check_norm_detached(cls: type) -> None:
          "compute it under torch.no_grad() or call .detach() on it.", why)
 
 
+@concept("hylorada.gradients")
 def check_gradients(cls: type) -> None:
     """Gradients reach B and m at init; A, B, m, gate and blend once moved; never the base."""
     layer = _build(cls, _base(IN, OUT, seed=16), seed=16)
     base = find_base(layer)
     parts = find_parts(layer)
-    x, target = randn(2, 3, IN, seed=17), randn(2, 3, OUT, seed=18)
+    x, target = randn(6, IN, seed=17), randn(6, OUT, seed=18)
 
     def backward():
         layer.zero_grad(set_to_none=True)
@@ -509,13 +470,17 @@ def check_gradients(cls: type) -> None:
         if parts.m_param is not None:
             parts.m_param.grad = None
         loss = (_run(layer, x) - target).pow(2).mean()
+        if not loss.requires_grad:
+            fail("Your output carries no gradient: is forward computed under torch.no_grad() "
+                 "or detached?")
         call(loss.backward, what="Backward through your layer")
 
     def has_grad(t):
         return t is not None and bool(torch.isfinite(t).all()) and t.abs().max() > 0
 
     if parts.m_param is None or not parts.m_param.requires_grad:
-        fail(f"The magnitude m (one entry per output, shape ({OUT},)) must be trainable, an nn.Parameter.")
+        fail(f"The magnitude m (one entry per output, shape ({OUT},)) must be trainable, an nn.Parameter.",
+             key="hylorada.magnitude_trainable")
     backward()
     if not has_grad(parts.grad("B")):
         fail("At init B must receive a gradient, or the adapter can never start learning. "
@@ -537,25 +502,36 @@ def check_gradients(cls: type) -> None:
                  "(At init both get exactly zero: the two paths agree and m = m_init — see the notebook.)")
     leaked = [n for n, p in base.named_parameters() if p.grad is not None]
     if leaked:
-        fail("Gradients must never reach the frozen base layer.", f"base parameters with a grad: {leaked}")
+        fail("Gradients must never reach the frozen base layer.", f"base parameters with a grad: {leaked}",
+             key="hylorada.base_gradient")
+
+
+@concept("hylorada.gradcheck")
+def check_gradcheck(cls: type) -> None:
+    """dL/dx reaches the input, and the gradients of x, m, the gate and the blend are the
+    derivatives of the layer's own forward (torch.autograd.gradcheck in float64 when the layer
+    runs in float64). A and B are the 'norm detached' check's."""
+    family.check_gradcheck(MEMBER, cls, seed=32)
 
 
 # --- a submission must implement the layer, not borrow lorakit's ------------------------------
 
+@concept("hylorada.not_reference")
 def check_not_reference(cls: type) -> None:
     """The submission implements HyLoRADA itself rather than subclassing or calling lorakit's."""
-    assert_own_implementation(cls, "HyLoRADA", lambda: _build(cls, _base(IN, OUT)))
+    family.not_reference(cls, "HyLoRADA", lambda: _build(cls, _base(IN, OUT)))
 
 
+# One entry per graded test cell of the notebook, named as the samples' headers name them.
 CHECKS: dict[str, Callable] = {
     "shapes": check_shapes,
     "frozen": check_frozen,
     "identity at init": check_identity_at_init,
     "orthogonal init": check_orthogonal_init,
-    "forward": check_forward,
+    "forward": family.all_of(check_forward, check_train_eval, check_training_steps),
     "bias": check_bias,
     "norm detached": check_norm_detached,
-    "gradients": check_gradients,
+    "gradients": family.all_of(check_gradients, check_gradcheck),
 }
 
 

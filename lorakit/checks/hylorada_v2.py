@@ -23,18 +23,18 @@ checks set them all to one value, so either order passes. Each check raises ``Ch
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
-from . import _probe
-from ._probe import (CheckFailure, TimedOut, build, call, close, fail, find_base, find_factors,
-                     make_base, randn, student_code, trainable)
+from . import _dora_family as family
+from ._dora_family import IN, OUT, RANK, Member, Parts, concept, probe_base
+from ._probe import (CheckFailure, TimedOut, call, close, fail, find_base, randn, run_checks,
+                     student_code, trainable)
 
 # Probe layers: non-square; in, out, rank, structure_dim and T pairwise different.
-IN, OUT, RANK, SD = 24, 10, 3, 7
+SD = 7
 BATCH, T = 2, 5
 LOGIT = 0.4          # the value given to the gate and blend logits when weights are randomised
 
@@ -44,39 +44,17 @@ FORMULA = "c ⊙ (W x_t + f_t · s·B A x_t) + b with f_t = 0.5 + σ(w · P_t)"
 # --- building probe layers -------------------------------------------------------------------
 
 def _base(in_f: int = IN, out_f: int = OUT, *, bias: bool = True, seed: int = 0) -> nn.Linear:
-    """An nn.Linear whose row norms differ clearly from 1 (so m0 = ‖W_i‖ matters)."""
-    base = make_base(in_f, out_f, bias=bias, seed=seed)
-    g = torch.Generator().manual_seed(seed + 100)
-    with torch.no_grad():
-        scales = torch.linspace(0.4, 2.5, out_f)[torch.randperm(out_f, generator=g)]
-        base.weight.mul_(scales[:, None])
-        if bias:
-            base.bias.copy_(torch.randn(out_f, generator=g) * 0.5)
-    return base
+    return probe_base(in_f, out_f, bias=bias, seed=seed)
 
 
 def _build(cls, base: nn.Linear, rank: int = RANK, alpha: float = 2.0 * RANK, sd: int = SD,
            seed: int = 0) -> nn.Module:
-    return build(cls, base, seed=seed, rank=rank, alpha=alpha, structure_dim=sd)
+    return family.build_layer(cls, base, seed=seed, rank=rank, alpha=alpha, structure_dim=sd)
 
 
 def _run(layer: nn.Module, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
     """layer(x) or layer(x, prior), with a time limit; crashes become a CheckFailure."""
-    shape = tuple(x.shape)
-    what = (f"Forward on x of shape {shape}" +
-            ("" if prior is None else f" with a structure prior of shape {tuple(prior.shape)}"))
-    if type(layer) in _probe._hung:
-        fail(f"{what} was not run: an earlier call to this forward took longer than "
-             f"{_probe.STEP_SECONDS} s. Is there an endless loop?")
-    args = (x,) if prior is None else (x, prior)
-    try:
-        y = call(layer, *args, what=what)
-    except TimedOut:
-        _probe._hung.add(type(layer))
-        raise
-    if not isinstance(y, torch.Tensor):
-        fail("forward must return a tensor.", f"{what} returned {type(y).__name__}")
-    return y
+    return family.run(layer, x, prior)
 
 
 def _prior(seed: int, batch: int = BATCH, t: int = T, sd: int = SD, scale: float = 2.0):
@@ -85,20 +63,16 @@ def _prior(seed: int, batch: int = BATCH, t: int = T, sd: int = SD, scale: float
 
 # --- finding the parts -----------------------------------------------------------------------
 
-def _outside_base(layer: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    base = getattr(layer, "base_layer", None)
-    skip = {id(p) for p in base.parameters()} if isinstance(base, nn.Module) else set()
-    return [(n, p) for n, p in trainable(layer) if id(p) not in skip]
-
-
 def _listing(layer: nn.Module) -> str:
     return ", ".join(f"{n} {tuple(p.shape)}" for n, p in trainable(layer)) or "none"
 
 
 def find_w(layer: nn.Module, sd: int = SD) -> tuple[str, nn.Parameter] | None:
     """The projection w: the trainable tensor with structure_dim entries (a vector or 1 x sd)."""
-    for n, p in _outside_base(layer):
-        if p.numel() == sd and (p.dim() == 1 or (p.dim() == 2 and 1 in p.shape)):
+    base = getattr(layer, "base_layer", None)
+    skip = {id(p) for p in base.parameters()} if isinstance(base, nn.Module) else set()
+    for n, p in trainable(layer):
+        if id(p) not in skip and family.is_vector(p, sd):
             return n, p
     return None
 
@@ -108,71 +82,41 @@ def _need_w(layer: nn.Module, sd: int = SD) -> tuple[str, nn.Parameter]:
     if found is None:
         fail(f"No trainable projection w with structure_dim = {sd} entries was found. v2 adds one: "
              f"nn.Linear(structure_dim, 1, bias=False) (weight (1, {sd})) or an nn.Parameter of "
-             f"shape ({sd},).", f"trainable parameters: {_listing(layer)}")
+             f"shape ({sd},).", f"trainable parameters: {_listing(layer)}", key=family.key("w_missing"))
     return found
-
-
-@dataclass
-class Parts:
-    """The student's A (r, in), B (out, r), m (out,), w (sd,) and the scalar logits."""
-    layer: nn.Module
-    base: nn.Linear
-    A_param: nn.Parameter
-    B_param: nn.Parameter
-    m_param: nn.Parameter | None
-    w_param: nn.Parameter | None
-    scalars: list[nn.Parameter]
-    rank: int
-
-    def A(self) -> torch.Tensor:
-        a = self.A_param.detach()
-        return a if tuple(a.shape) == (self.rank, self.base.in_features) else a.T
-
-    def B(self) -> torch.Tensor:
-        b = self.B_param.detach()
-        return b if tuple(b.shape) == (self.base.out_features, self.rank) else b.T
-
-    def m(self) -> torch.Tensor:
-        if self.m_param is None:
-            return self.base.weight.detach().norm(dim=1)
-        return self.m_param.detach().reshape(-1)
-
-    def w(self) -> torch.Tensor:
-        return self.w_param.detach().reshape(-1)
-
-    @torch.no_grad()
-    def randomize(self, seed: int, *, w: bool = True, scalars: bool = True) -> None:
-        """Non-zero A and B, m moved off the row norms, (scalars=True) every trainable scalar
-        at LOGIT, and (w=True) a random w."""
-        g = torch.Generator().manual_seed(seed)
-        for p in (self.A_param, self.B_param):
-            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-        if self.m_param is not None:
-            out_f = self.base.out_features
-            moved = torch.linspace(0.5, 1.6, out_f)[torch.randperm(out_f, generator=g)]
-            self.m_param.copy_((self.base.weight.norm(dim=1) * moved).reshape(self.m_param.shape))
-        for p in self.scalars if scalars else ():
-            p.fill_(LOGIT)
-        if w and self.w_param is not None:
-            self.w_param.copy_(torch.randn(self.w_param.shape, generator=g) * 0.7)
 
 
 def find_parts(layer: nn.Module, in_f: int = IN, out_f: int = OUT, rank: int = RANK,
                sd: int = SD) -> Parts:
-    base = find_base(layer)
-    f = find_factors(layer, in_f, out_f, rank)
-    m = w = None
-    scalars = []
-    for n, p in _outside_base(layer):
-        if p is f.A_param or p is f.B_param:
-            continue
-        if m is None and p.numel() == out_f and (p.dim() == 1 or 1 in p.shape):
-            m = p
-        elif w is None and p.numel() == sd and (p.dim() == 1 or 1 in p.shape):
-            w = p
-        elif p.numel() == 1:
-            scalars.append(p)
-    return Parts(layer, base, f.A_param, f.B_param, m, w, scalars, rank)
+    """A (r, in), B (out, r), the trainable magnitude m (out,), w (sd,) and the scalar logits."""
+    parts = family.find_parts(layer, in_f, out_f, rank, sd=sd)
+    if parts.m_param is not None and not (isinstance(parts.m_param, nn.Parameter)
+                                          and parts.m_param.requires_grad):
+        parts.m_name = parts.m_param = None          # only a trainable m counts here
+    return parts
+
+
+def _m(parts: Parts) -> torch.Tensor:
+    """m (out,), or the row norms of W when the layer has no trainable magnitude."""
+    m = parts.m()
+    return parts.base.weight.detach().norm(dim=1) if m is None else m
+
+
+@torch.no_grad()
+def randomize(parts: Parts, seed: int, *, w: bool = True, scalars: bool = True) -> None:
+    """Non-zero A and B, m moved off the row norms, (scalars=True) every trainable scalar at
+    LOGIT, and (w=True) a random w."""
+    g = torch.Generator().manual_seed(seed)
+    for p in (parts.A_param, parts.B_param):
+        p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    if parts.m_param is not None:
+        out_f = parts.base.out_features
+        moved = torch.linspace(0.5, 1.6, out_f)[torch.randperm(out_f, generator=g)]   # (out,)
+        parts.m_param.copy_((parts.base.weight.norm(dim=1) * moved).reshape(parts.m_param.shape))
+    for _, p in parts.scalars if scalars else ():
+        p.fill_(LOGIT)
+    if w and parts.w_param is not None:
+        parts.w_param.copy_(torch.randn(parts.w_param.shape, generator=g) * 0.7)
 
 
 # --- the definition ---------------------------------------------------------------------------
@@ -181,30 +125,30 @@ def definition(parts: Parts, x: torch.Tensor, f: torch.Tensor | None = None,
                variant: str = "right") -> torch.Tensor:
     """The contract's output in float64 for factor f (…, 1) (None: f = 1), or a known mistake.
 
-    variant: "right"; "whole" (f ⊙ (c ⊙ z + b)); "whole, bias outside" (f ⊙ c ⊙ z + b);
-    "base" (c ⊙ (f W x + s B A x) + b); "token norm" (n_t = ‖W + f_t s B A‖_row);
-    "outside c" (c ⊙ W x + f s B A x + b).
+    variant: "right" (the family's equation, see ``_dora_family``); "whole" (f ⊙ (c ⊙ z + b));
+    "whole, bias outside" (f ⊙ c ⊙ z + b); "base" (c ⊙ (f W x + s B A x) + b); "token norm"
+    (n_t = ‖W + f_t s B A‖_row); "outside c" (c ⊙ W x + f s B A x + b).
     """
     base = parts.base
     W = base.weight.detach().double()
     b = None if base.bias is None else base.bias.detach().double()
     A, B = parts.A().double(), parts.B().double()
-    m, m0 = parts.m().double(), W.norm(dim=1)
+    m, m0 = _m(parts).double(), W.norm(dim=1)
     s = float(parts.layer.scaling)
-    gamma = beta = torch.sigmoid(torch.tensor(LOGIT, dtype=torch.float64))   # see Parts.randomize
+    gamma = beta = torch.sigmoid(torch.tensor(LOGIT, dtype=torch.float64))   # see randomize
+    if variant == "right":
+        return family.family_output(W, b, A, B, s, x, m=m, m0=m0, gamma=gamma, beta=beta, f=f)
     x = x.double()
     f = torch.ones(*x.shape[:-1], 1, dtype=torch.float64) if f is None else f.double()
-    m_eff = m0 + gamma * (m - m0)
-    wx = x @ W.T
-    u = s * (x @ A.T) @ B.T
+    m_eff = m0 + gamma * (m - m0)                              # (out,)
+    wx = x @ W.T                                               # (..., out)
+    u = s * (x @ A.T) @ B.T                                    # (..., out)
     if variant == "token norm":
         V = W + s * f[..., None] * (B @ A)                     # (..., out, in): one per token
         c = 1 + (1 - beta) * (m_eff / V.norm(dim=-1) - 1)
     else:
         c = 1 + (1 - beta) * (m_eff / (W + s * B @ A).norm(dim=1) - 1)
     bias = 0 if b is None else b
-    if variant == "right":
-        return c * (wx + f * u) + bias
     if variant == "whole":
         return f * (c * (wx + u) + bias)
     if variant == "whole, bias outside":
@@ -226,18 +170,40 @@ def factor(parts: Parts, prior: torch.Tensor, offset: float = 0.5) -> torch.Tens
 def _prepared(cls, *, seed: int, bias: bool = True, w: bool = True, scalars: bool = True):
     layer = _build(cls, _base(bias=bias, seed=seed), seed=seed)
     parts = find_parts(layer)
-    parts.randomize(seed + 1, w=w, scalars=scalars)
+    randomize(parts, seed + 1, w=w, scalars=scalars)
     return layer, parts
+
+
+def _member_prepare(layer: nn.Module, seed: int) -> Parts:
+    parts = find_parts(layer)
+    randomize(parts, seed)
+    return parts
+
+
+# How the family's shared checks (train/eval, optimizer steps, gradcheck) probe v2: always with
+# a prior, the input the contract describes (x (B, T, in), prior (B, T, structure_dim)).
+MEMBER = Member(
+    title="HyLoRADA v2",
+    build=lambda cls, seed: _build(cls, _base(seed=seed), seed=seed),
+    prepare=_member_prepare,
+    inputs=lambda seed: (randn(BATCH, T, IN, seed=seed), _prior(seed + 1)),
+    input_names=("x", "structure_prior"),
+    recomputed="the row norm ‖W + sBA‖ or the factor f",
+    matches=lambda layer, parts, inputs: close(
+        _run(layer, *inputs).detach(), definition(parts, inputs[0], factor(parts, inputs[1]))),
+    optional_inputs=True,
+)
 
 
 # --- checks -----------------------------------------------------------------------------------
 
+@concept("hylorada_v2.shapes")
 def check_shapes(cls: type) -> None:
-    """Output (B, T, out) with and without a prior; also (N, in) without one; square layers too."""
+    """Output (B, T, out) with and without a prior, non-square and square layers."""
     for in_f, out_f, rank, sd in [(IN, OUT, RANK, SD), (16, 16, 4, 6)]:
         layer = _build(cls, _base(in_f, out_f, seed=1), rank=rank, sd=sd, seed=1)
         cases = [((BATCH, T, in_f), (BATCH, T, sd)), ((1, 3, in_f), (1, 3, sd)),
-                 ((BATCH, T, in_f), None), ((4, in_f), None)]
+                 ((BATCH, T, in_f), None)]
         for xs, ps in cases:
             x = randn(*xs, seed=2)
             prior = None if ps is None else randn(*ps, seed=3)
@@ -251,6 +217,7 @@ def check_shapes(cls: type) -> None:
                      "the output features. The row scale c has shape (out,).")
 
 
+@concept("hylorada_v2.trainable")
 def check_trainable(cls: type, in_f: int = IN, out_f: int = OUT, rank: int = RANK,
                     sd: int = SD) -> None:
     """The base is frozen; r(in + out) + out + 2 + structure_dim parameters train."""
@@ -276,6 +243,7 @@ def check_trainable(cls: type, in_f: int = IN, out_f: int = OUT, rank: int = RAN
          f"+ {sd} = {want}; your layer trains {n}.", hint)
 
 
+@concept("hylorada_v2.w_init")
 def check_w_init(cls: type) -> None:
     """w exists (structure_dim entries, trainable) and starts at zero."""
     layer = _build(cls, _base(seed=3), seed=3)
@@ -287,6 +255,7 @@ def check_w_init(cls: type) -> None:
              f"{name} has largest entry {w.detach().abs().max().item():.3g} at init.")
 
 
+@concept("hylorada_v2.identity_init")
 def check_identity_at_init(cls: type) -> None:
     """At init the layer equals its base, with and without a prior (B = 0, m = ‖W‖_row, w = 0)."""
     for bias in (True, False):
@@ -314,6 +283,7 @@ def check_identity_at_init(cls: type) -> None:
                            f"largest difference {diff}. {why}")
 
 
+@concept("hylorada_v2.no_prior")
 def check_no_prior_is_v1(cls: type) -> None:
     """Without a prior: y = c ⊙ (W x + s B A x) + b, v1's function of the same weights (w ignored)."""
     for bias in (True, False):
@@ -337,14 +307,28 @@ def check_no_prior_is_v1(cls: type) -> None:
              detail + f"trainable parameters: {_listing(layer)}")
 
 
-def check_starts_as_v1(cls: type) -> None:
-    """With w at its init and B != 0: any prior gives the no-prior output (f = 1 at init)."""
-    layer, parts = _prepared(cls, seed=9, w=False, scalars=False)   # all but A, B, m at init
-    x = randn(BATCH, T, IN, seed=10)
+@concept("hylorada_v2.starts_as_v1")
+def _v1_references(layer: nn.Module, parts: Parts, x: torch.Tensor) -> list[torch.Tensor]:
+    """What v1 is for this layer: its own output without a prior and, when that differs from
+    v1's definition, the definition too, so that a bug of the no-prior path alone is charged
+    once, by 'no prior is v1'. (The definition assumes every trainable scalar at LOGIT.)"""
     y0 = _run(layer, x)
+    want = definition(parts, x)
+    return [y0] if close(y0, want) else [y0, want]
+
+
+def check_starts_as_v1(cls: type) -> None:
+    """With w at its init and B != 0: any prior gives v1's output (f = 1 at init)."""
+    layer, parts = _prepared(cls, seed=9, w=False, scalars=False)   # all but A, B, m at init
+    if len(parts.scalars) == 2:          # v1's gate and blend logits: their inits are free
+        with torch.no_grad():
+            for _, p in parts.scalars:
+                p.fill_(LOGIT)
+    x = randn(BATCH, T, IN, seed=10)
+    refs = _v1_references(layer, parts, x)
     priors = (_prior(11), _prior(12, scale=5.0))
     ys = [_run(layer, x, prior) for prior in priors]
-    if all(close(y, y0) for y in ys):
+    if any(all(close(y, ref) for y in ys) for ref in refs):
         return
     detail = "A and B were given non-zero values; w was left at its initial value."
     if parts.w_param is not None and parts.w().abs().max() != 0:
@@ -383,32 +367,35 @@ def _factor_diagnosis(layer, parts: Parts, x, prior) -> str:
     return f"The layer should compute {FORMULA}."
 
 
+@concept("hylorada_v2.factor_on_update")
 def check_factor_on_update(cls: type) -> None:
     """With B, m, w random and a prior that differs per position: y_t = c ⊙ (W x_t + f_t s B A x_t) + b."""
     for bias in (True, False):
         layer, parts = _prepared(cls, seed=13, bias=bias)
         _need_w(layer)
         x = randn(BATCH, T, IN, seed=14)
-        if not close(_run(layer, x), definition(parts, x)):
-            fail("The factor cannot be checked while the layer without a prior differs from v1: "
-                 "fix the 'no prior is v1' check first.")
         prior = _prior(15, scale=3.0)
         y = _run(layer, x, prior)
         f = factor(parts, prior)
         if close(y, definition(parts, x, f)):
             continue
+        if not close(_run(layer, x), definition(parts, x)):
+            fail("The factor cannot be checked while the layer differs from v1: fix the 'no prior "
+                 "is v1' check first.", f"bias={bias}: with the prior the output is not "
+                 f"{FORMULA}, and without one it is not v1 either.")
         fail(f"With a structure prior P each position t must compute {FORMULA}: the factor "
              "multiplies the adapter's update term only, before the row scale c, whose norm "
              "stays per row.", f"bias={bias}. " + _factor_diagnosis(layer, parts, x, prior))
 
 
+@concept("hylorada_v2.zero_prior")
 def check_zero_prior(cls: type) -> None:
     """A zero prior gives f = 1 whatever the weights: w is bias-free, the offset is 0.5."""
     layer, parts = _prepared(cls, seed=16)   # every trainable scalar (a bias too) is non-zero
     x = randn(BATCH, T, IN, seed=18)
-    y0 = _run(layer, x)
+    refs = _v1_references(layer, parts, x)
     y = _run(layer, x, torch.zeros(BATCH, T, SD))
-    if close(y, y0):
+    if any(close(y, ref) for ref in refs):
         return
     detail = ""
     if parts.w_param is not None and close(y, definition(parts, x, torch.full_like(y[..., :1], 0.5))):
@@ -422,6 +409,7 @@ def check_zero_prior(cls: type) -> None:
          detail or "A zero prior changed the output.")
 
 
+@concept("hylorada_v2.per_position")
 def check_per_position(cls: type) -> None:
     """Changing the prior at one position changes that position's output only."""
     layer, parts = _prepared(cls, seed=19)
@@ -448,28 +436,37 @@ def check_per_position(cls: type) -> None:
              "are non-zero): is the prior used at all?")
 
 
+@concept("hylorada_v2.prior_shape")
 def check_prior_shape(cls: type) -> None:
     """A prior whose shape is not x.shape[:-1] + (structure_dim,) raises an error."""
     layer, _ = _prepared(cls, seed=23)
     x = randn(BATCH, T, IN, seed=24)
+    # wrong sizes, wrong order, a missing dimension, and the shapes that broadcast silently
     bad = [(BATCH, T, SD + 1), (BATCH, T + 1, SD), (BATCH + 1, T, SD), (T, BATCH, SD),
-           (BATCH, T)]
+           (BATCH, T), (1, T, SD), (BATCH, 1, SD), (T, SD), (SD,)]
+    accepted = []
     for shape in bad:
         prior = randn(*shape, seed=25)
         what = f"Forward on x of shape {tuple(x.shape)} with a prior of shape {shape}"
         try:
             with student_code(what):
-                layer(x, prior)
+                y = layer(x, prior)
         except TimedOut:
             raise
         except Exception:
             continue
-        fail(f"A structure prior of the wrong shape must raise an error; {what} returned a result.",
-             f"The prior must have shape (B, T, structure_dim) = ({BATCH}, {T}, {SD}) for x of "
-             f"shape ({BATCH}, {T}, {IN}): one vector per position. Ignoring or reshaping a wrong "
-             "prior silently trains the wrong thing.")
+        got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        accepted.append(f"{shape} (returned {got})")
+    if accepted:
+        fail("A structure prior whose shape is not x.shape[:-1] + (structure_dim,) must raise an "
+             "error: broadcasting or ignoring a wrong prior silently trains the wrong thing.",
+             f"For x of shape ({BATCH}, {T}, {IN}) the prior must have shape ({BATCH}, {T}, {SD}), "
+             f"one vector per position; your layer accepted without an error the priors of shape "
+             f"{', '.join(accepted)}. Compare structure_prior.shape with the expected shape and "
+             "raise a ValueError that says both.")
 
 
+@concept("hylorada_v2.gradients")
 def check_gradients(cls: type) -> None:
     """Once B != 0, a prior sends gradients to A, B, m and w (even at w = 0); never to the base."""
     layer, parts = _prepared(cls, seed=26, w=False)
@@ -477,6 +474,9 @@ def check_gradients(cls: type) -> None:
     x, target = randn(BATCH, T, IN, seed=27), randn(BATCH, T, OUT, seed=28)
     layer.zero_grad(set_to_none=True)
     loss = (_run(layer, x, _prior(29)) - target).pow(2).mean()
+    if not loss.requires_grad:
+        fail("Your output carries no gradient: is forward computed under torch.no_grad() or "
+             "detached?")
     call(loss.backward, what="Backward through your layer")
 
     def ok(p):
@@ -492,17 +492,41 @@ def check_gradients(cls: type) -> None:
     leaked = [n for n, p in find_base(layer).named_parameters() if p.grad is not None]
     if leaked:
         fail("Gradients must never reach the frozen base layer.",
-             f"base parameters with a grad: {leaked}")
+             f"base parameters with a grad: {leaked}", key="hylorada_v2.base_gradient")
+
+
+@concept("hylorada_v2.gradcheck")
+def check_gradcheck(cls: type) -> None:
+    """Gradients reach x and the structure prior, and the gradients of x, the prior, m, the
+    scalars and w are the derivatives of the layer's own forward (torch.autograd.gradcheck in
+    float64 when the layer runs in float64). A and B: the row norm is detached by contract."""
+    family.check_gradcheck(MEMBER, cls, seed=32)
+
+
+@concept("hylorada_v2.eval_mode")
+def check_train_eval(cls: type) -> None:
+    """With a prior, eval() computes the same function, with the same gradients, as train()."""
+    family.check_train_eval(MEMBER, cls, seed=30)
+
+
+@concept("hylorada_v2.stale_state")
+def check_training_steps(cls: type) -> None:
+    """With a prior, after each of 3 Adam steps and after each edit of the parameters in eval(),
+    the layer computes what a fresh layer holding the same parameter values computes."""
+    family.check_training_steps(MEMBER, cls, seed=31)
 
 
 # --- a submission must implement the layer, not borrow lorakit's ------------------------------
 
+@concept("hylorada_v2.not_reference")
 def check_not_reference(cls: type) -> None:
     """The submission implements v2 itself rather than subclassing or calling lorakit's layers."""
-    _probe.assert_own_implementation(cls, "HyLoRADAv2Linear", lambda: _build(cls, _base()),
-                                     note=" (building on the notebook's HyLoRADAv1Linear is fine)")
+    family.not_reference(cls, "HyLoRADAv2Linear", lambda: _build(cls, _base()),
+                         note=" (building on the notebook's HyLoRADAv1Linear is fine)")
 
 
+# One entry per check the notebook's test cells call, named as the samples' headers name them;
+# "factor on update" and "gradients" each hold the checks their cell adds.
 CHECKS: dict[str, Callable] = {
     "shapes": check_shapes,
     "trainable parameters": check_trainable,
@@ -510,11 +534,12 @@ CHECKS: dict[str, Callable] = {
     "identity at init": check_identity_at_init,
     "no prior is v1": check_no_prior_is_v1,
     "starts as v1": check_starts_as_v1,
-    "factor on update": check_factor_on_update,
+    "factor on update": family.all_of(check_factor_on_update, check_train_eval,
+                                      check_training_steps),
     "zero prior": check_zero_prior,
     "per position": check_per_position,
     "prior shape": check_prior_shape,
-    "gradients": check_gradients,
+    "gradients": family.all_of(check_gradients, check_gradcheck),
 }
 
 
@@ -523,11 +548,12 @@ def report(cls: type, verbose: bool = True) -> dict[str, str | None]:
 
     Returns {check name: None if passed, else the failure message}.
     """
-    return _probe.run_checks(CHECKS, cls, verbose)
+    return run_checks(CHECKS, cls, verbose)
 
 
 __all__ = ["CHECKS", "report", "check_not_reference", "definition", "factor", "find_parts",
            "find_w", "CheckFailure", "check_shapes", "check_trainable", "check_w_init",
            "check_identity_at_init", "check_no_prior_is_v1", "check_starts_as_v1",
            "check_factor_on_update", "check_zero_prior", "check_per_position",
-           "check_prior_shape", "check_gradients"]
+           "check_prior_shape", "check_gradients", "check_gradcheck", "check_train_eval",
+           "check_training_steps"]
