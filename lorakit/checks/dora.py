@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from . import _dora_family as family
-from ._dora_family import (IN, OUT, RANK, Member, Parts, concept, find_magnitude, key,
+from ._dora_family import (IN, OUT, RANK, Member, Parts, concept, find_magnitude,
                            probe_base as _base, vectors)
 from ._probe import (CheckFailure, TimedOut, call, close, fail, find_base, make_base, randn,
                      randomize_adapters, run_checks, trainable)
@@ -126,6 +126,8 @@ MEMBER = Member(
     build=lambda cls, seed: _build(cls, _base(IN, OUT, seed=seed), RANK, 2.0 * RANK, seed=seed),
     prepare=_member_prepare,
     inputs=lambda seed: (randn(6, IN, seed=seed),),
+    matches=lambda layer, parts, inputs: close(_run(layer, inputs[0]).detach(),
+                                               _reference(parts, 2.0, inputs[0])),
 )
 
 
