@@ -203,6 +203,20 @@ class NoPartialCredit(NbGraderPreprocessor):
         return cell, resources
 
 
+def visible_source(source: str) -> str:
+    """A test cell's source without its hidden-test region (the source notebook's own test
+    cells carry one; the release's do not)."""
+    lines, hidden = [], False
+    for line in source.splitlines():
+        if "BEGIN HIDDEN TESTS" in line:
+            hidden = True
+        elif "END HIDDEN TESTS" in line:
+            hidden = False
+        elif not hidden:
+            lines.append(line)
+    return "\n".join(lines)
+
+
 def is_test_cell(cell) -> bool:
     meta = cell.get("metadata", {}).get("nbgrader", {})
     return cell.get("cell_type") == "code" and bool(meta.get("grade")) \

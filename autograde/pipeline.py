@@ -46,7 +46,7 @@ from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Igno
 from .config import (CELL_OUTPUT_BYTES, CELL_TIMEOUT, GRADED, NOT_GRADED, NOTEBOOK_OUTPUT_BYTES,
                      NOTEBOOK_TIMEOUT, ROOT, SANDBOX_LIMITS, STARTUP_TIMEOUT, WORKERS,
                      NoPartialCredit, course_config, first_line, is_test_cell, kernel_env,
-                     test_cells_displaying)
+                     visible_source)
 from .sandbox import Limits, Plan, detect, sweep
 
 CSV_COLUMNS = ["student_id", "assignment", "score", "max_score", "auto_score", "auto_max_score",
@@ -443,27 +443,13 @@ def _tampering(course: Course, assignment: str, name: str, nb) -> list[str]:
             for c in nb.cells}
     deleted = sorted(g for g in tests if g not in mine)
     edited = sorted(g for g in tests if g in mine
-                    and _visible(mine[g]).strip() != _visible(tests[g]).strip())
+                    and visible_source(mine[g]).strip() != visible_source(tests[g]).strip())
     flags = []
     if deleted:
         flags.append(f"test cell(s) deleted: {', '.join(deleted)} (restored from the gradebook)")
     if edited:
         flags.append(f"test cell(s) edited: {', '.join(edited)} (restored from the gradebook)")
     return flags
-
-
-def _visible(source: str) -> str:
-    """A test cell's source without its hidden-test region (the source notebook's own test
-    cells carry one; the release's do not)."""
-    lines, hidden = [], False
-    for line in source.splitlines():
-        if "BEGIN HIDDEN TESTS" in line:
-            hidden = True
-        elif "END HIDDEN TESTS" in line:
-            hidden = False
-        elif not hidden:
-            lines.append(line)
-    return "\n".join(lines)
 
 
 def _nbgrader_pass(course: Course, assignment: str, source: Path, target: Path,
@@ -565,10 +551,6 @@ def autograde(course: Course, assignment: str, student: str = "*") -> list[Outco
         out.seconds = result.get("seconds")
         out.status, out.reason = result["status"], result["reason"]
         if result.get("notebook") is not None:
-            shown = test_cells_displaying(nbformat.reads(result["notebook"], as_version=4))
-            if shown:
-                out.flags.append(f"test cell(s) {', '.join(shown)} displayed a value: only "
-                                 "student code does that (ignored: no partial credit)")
             target = executed / name / assignment
             target.mkdir(parents=True)
             (target / f"{task['notebook']}.ipynb").write_text(result["notebook"],

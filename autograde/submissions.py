@@ -8,6 +8,7 @@ Format (one file per submission)::
     # %% [grade_id]          source for the solution cell with that grade_id
     # %% [delete:grade_id]   delete that cell from the submission
     # %% [edit:grade_id]     replace the source of a locked (test) cell
+    # %% [after:grade_id]    a new code cell of the student's own right after that cell
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import nbformat
 
-SECTION = re.compile(r"^# %% \[(?:(delete|edit):)?([\w-]+)\]\s*$")
+SECTION = re.compile(r"^# %% \[(?:(delete|edit|after):)?([\w-]+)\]\s*$")
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Sample:
     cells: dict[str, str] = field(default_factory=dict)   # grade_id -> new source
     edits: dict[str, str] = field(default_factory=dict)   # locked grade_id -> new source
     deletes: list[str] = field(default_factory=list)
+    extra: list[tuple[str, str]] = field(default_factory=list)  # (after grade_id, source)
 
 
 def load_sample(path: str | Path) -> Sample:
@@ -46,6 +48,8 @@ def load_sample(path: str | Path) -> Sample:
             sample.deletes.append(grade_id)
         elif kind == "edit":
             sample.edits[grade_id] = text
+        elif kind == "after":
+            sample.extra.append((grade_id, text))
         else:
             sample.cells[grade_id] = text
 
@@ -87,7 +91,10 @@ def build_submission(release_nb: str | Path, sample: Sample) -> nbformat.Noteboo
         if grade_id in sample.edits:
             cell.source = sample.edits[grade_id]
         kept.append(cell)
-    missing = (set(sample.cells) | set(sample.edits) | set(sample.deletes)) - known
+        kept += [nbformat.v4.new_code_cell(text) for after, text in sample.extra
+                 if after == grade_id]
+    missing = (set(sample.cells) | set(sample.edits) | set(sample.deletes)
+               | {after for after, _ in sample.extra}) - known
     if missing:
         raise ValueError(f"sample {sample.name} names cells the notebook lacks: {sorted(missing)}")
     nb.cells = kept

@@ -29,6 +29,7 @@ from nbformat.v4 import new_output
 from traitlets import Any, Integer
 
 from .config import KERNEL_DIED, NOT_GRADED, TIMED_OUT, SafeExecute, course_config
+from .judge import JudgeUnavailable, judge, strip_hidden_tests, write_verdicts
 from .sandbox import Limits, Sandbox, detect
 
 TRUNCATED = "[autograder: output truncated here - {what} passed {limit}; the rest was dropped]"
@@ -209,12 +210,14 @@ def execute(task: dict) -> dict:
     """
     started = time.monotonic()
     nb = nbformat.reads(task["source"], as_version=4)
+    hidden = strip_hidden_tests(nb)  # the kernel never sees a hidden test
     limits = Limits(**task.get("limits", {}))
     cfg = course_config(timeout=task["timeout"])
     plan = detect()
     key = (task["assignment"], task["student"])
     result = {"student": task["student"], "sandbox": plan.summary(), "flags": [],
               "notebook": None}
+    executed = False
     with Sandbox(limits, task.get("files"), plan=plan, name=task["student"]) as box:
         box.process = None
         ex = LimitedExecute(config=cfg, sandbox=box,
@@ -227,7 +230,7 @@ def execute(task: dict) -> dict:
                                   "notebook": task["notebook"]}}
         try:
             nb, _ = ex.preprocess(nb, resources)
-            result["notebook"] = nbformat.writes(nb)
+            executed = True
         except NotebookTimeout as error:
             SafeExecute.outcomes[key] = (TIMED_OUT, str(error))
         except Exception:  # SafeExecute recorded why
@@ -242,10 +245,34 @@ def execute(task: dict) -> dict:
         report = box.stop()
     status, reason = SafeExecute.outcomes.pop(key, (NOT_GRADED, "execution did not start"))
     status, reason = _blame(status, reason, report, returncode, limits)
-    result.update(status=status, reason=reason, flags=ex.flags + _limit_flags(report, limits),
-                  report=report, returncode=returncode,
-                  seconds=round(time.monotonic() - started, 2))
+    flags = ex.flags + _limit_flags(report, limits)
+    if executed:
+        for index, source in hidden.items():
+            nb.cells[index].source = source
+        try:
+            flags += _judge(task, nb, limits, plan)
+            result["notebook"] = nbformat.writes(nb)
+        except JudgeUnavailable as error:
+            status, reason = NOT_GRADED, str(error)
+    result.update(status=status, reason=reason, flags=flags, report=report,
+                  returncode=returncode, seconds=round(time.monotonic() - started, 2))
     return result
+
+
+def _judge(task: dict, nb, limits: Limits, plan) -> list[str]:
+    """Judge the test cells here against a fresh probe in a sandbox of its own (see
+    autograde/judge.py); write the verdicts into ``nb``; return the flags."""
+    with Sandbox(limits, task.get("files"), plan=plan, name=task["student"] + "-probe") as box:
+        command = box.wrap([sys.executable, "-m", "lorakit.checks.probe_server"],
+                           dict(os.environ))
+        try:
+            judgement = judge(nb, command, cell_timeout=task["timeout"])
+        finally:
+            report = box.stop()
+    flags = write_verdicts(nb, judgement)
+    if report.get("oom_kills"):
+        flags.append(f"the probe was killed for memory ({_mb(limits.memory)})")
+    return flags
 
 
 def _blame(status, reason, report, returncode, limits):

@@ -1,5 +1,5 @@
-# sample: hostile; a layer that outputs zeros and displays the number 1 while each test runs (nbgrader reads a test cell's first displayed number as partial credit): the displayed numbers are ignored (a test cell scores all or nothing) and flagged; it keeps only the points of the checks a zero output passes (shapes, order)
-# expect: partial
+# sample: hostile; a layer that outputs zeros and displays the number 1 while each test runs in the kernel (nbgrader reads a test cell's first displayed number as partial credit): the display is flagged, and the grade is the host's verdicts, where the layer runs in a probe process with no IPython (get_ipython is undefined there), so every check fails
+# expect: zero
 # flag: displayed a value
 # %% [lora_linear]
 class LoRALinear(nn.Module):
