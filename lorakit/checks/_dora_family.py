@@ -28,12 +28,16 @@ that says how to build and feed one:
   in eval mode, after each edit of the parameters) the layer computes what a freshly built layer
   holding the same parameter values computes.
 - ``check_gradcheck``: gradients reach every input (x, the prior) and agree with the derivative
-  of the layer's own forward: ``torch.autograd.gradcheck`` in float64 for the inputs and for the
-  parameters that do not enter the row norm (m, the scalars, w). A and B are not gradchecked:
-  the norm is detached by contract, so their gradients are compared with a reference that
-  detaches (each module's "norm detached" check). The contracts promise float32 only: a layer
-  that does not run in float64 is told so in a note, and is checked with central differences in
-  float32 instead.
+  of the layer's own forward: ``torch.autograd.gradcheck`` in float64 for the inputs, and the
+  same comparison (central differences, the parameter moved in place entry by entry, so that it
+  works for any module) for the parameters that do not enter the row norm: m, the scalars, w.
+  A and B are not gradchecked: the norm is detached by contract, so their gradients are compared
+  with a reference that detaches (each module's "norm detached" check). The gradcheck is valid
+  only where the norm does not depend on what is varied, so it runs on a layer whose forward is
+  the contract's (``Member.matches``); for any other layer, whose bug the forward checks name,
+  only the gradient flow to the inputs is checked. The contracts promise float32 only: a layer
+  that does not run in float64 is told so in a note, and is checked with central differences
+  in float32 instead.
 
 Every failure carries a concept key ``<topic>.<concept>`` (``dora.norm_detached``); a check
 declares its key with ``@concept(...)``, and the helpers here name theirs with ``key(...)``.
@@ -315,7 +319,8 @@ def find_parts(layer: nn.Module, in_f: int = IN, out_f: int = OUT, rank: int = R
     return Parts(layer, base, rank, f.A_param, f.B_param, m_name, m, scalars, w_name, w)
 
 
-def random_values(base: nn.Linear, rank: int, seed: int, scale: float):
+def random_values(base: nn.Linear, rank: int, seed: int,
+                  scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Seeded non-zero A (r, in), B (out, r) and a magnitude m (out,) moved off ‖W‖_row."""
     in_f, out_f = base.in_features, base.out_features
     g = torch.Generator().manual_seed(seed)
@@ -334,8 +339,13 @@ def row_norm(V: torch.Tensor, detach: bool = True) -> torch.Tensor:
     return n.detach() if detach else n
 
 
-def family_output(W, b, A, B, s, x, *, m, m0=None, gamma=1.0, beta=0.0, f=None, detach=True,
-                  norm_of=None) -> torch.Tensor:
+Scalar = float | torch.Tensor
+
+
+def family_output(W: torch.Tensor, b: torch.Tensor | None, A: torch.Tensor, B: torch.Tensor,
+                  s: float, x: torch.Tensor, *, m: torch.Tensor, m0: torch.Tensor | None = None,
+                  gamma: Scalar = 1.0, beta: Scalar = 0.0, f: torch.Tensor | None = None,
+                  detach: bool = True, norm_of: torch.Tensor | None = None) -> torch.Tensor:
     """y = c ⊙ (W x + f·s·B A x) + b in float64, the family's equation (module docstring).
 
     W (out, in), b (out,) or None, A (r, in), B (out, r), x (..., in), m and m0 (out,) (m0
@@ -377,7 +387,7 @@ class Member:
         return layer, self.prepare(layer, seed + 1)
 
 
-def _largest(a: torch.Tensor, b: torch.Tensor) -> str:
+def largest_difference(a: torch.Tensor, b: torch.Tensor) -> str:
     if a.shape != b.shape:
         return f"shapes {tuple(a.shape)} and {tuple(b.shape)}"
     return f"{(a.double() - b.double()).abs().max().item():.3g}"
@@ -417,7 +427,7 @@ def check_train_eval(member: Member, cls: type, seed: int) -> None:
         if close(y_eval, plain, rtol=1e-5, atol=1e-6):
             why = " In eval() mode your layer returns the pretrained layer's output: it skips the adapter."
         fail(head, f"With non-zero A and B, eval() changes the output by up to "
-                   f"{_largest(y_eval, y_train)}.{why}", key=key("eval_mode"))
+                   f"{largest_difference(y_eval, y_train)}.{why}", key=key("eval_mode"))
     if g_train is None:
         return                      # no gradient even in train mode: the gradients check's case
     if g_eval is None:
@@ -506,14 +516,14 @@ def check_training_steps(member: Member, cls: type, seed: int) -> None:
                 fail(f"Your layer keeps state across calls: after calls with a "
                      f"{member.input_names[1]}, a call without one differs from that of a freshly "
                      f"built layer holding the same parameter values, by up to "
-                     f"{_largest(alone, want_alone)}. A call without a {member.input_names[1]} "
+                     f"{largest_difference(alone, want_alone)}. A call without a {member.input_names[1]} "
                      "must not reuse one from an earlier call.", key=key("stale_state"))
         want = run(twin, *inputs).detach()
         if not close(now, want, rtol=1e-5, atol=1e-6):
             same = close(now, before, rtol=1e-6, atol=1e-7)
             fail(f"Your layer keeps state across calls: after {step} optimizer step(s) (Adam, lr "
                  f"{STEP_LR:g}, starting at init) its output differs from that of a freshly built "
-                 f"layer holding the same parameter values, by up to {_largest(now, want)}. "
+                 f"layer holding the same parameter values, by up to {largest_difference(now, want)}. "
                  + recompute,
                  "Its output did not change at all with the step: is the output or the adapted "
                  "weight cached?" if same else
@@ -536,7 +546,7 @@ def check_training_steps(member: Member, cls: type, seed: int) -> None:
                  "parameters changed (as load_state_dict, an optimizer step or an edit under "
                  f"torch.no_grad() changes them; edit {step} of {STEPS}), its output differs from "
                  f"that of a freshly built layer holding the same values, by up to "
-                 f"{_largest(now, want)}. " + recompute,
+                 f"{largest_difference(now, want)}. " + recompute,
                  "It returned exactly what it returned before the change: is a merged weight (or "
                  "the output) cached in eval mode? A cache must notice when the parameters change."
                  if same else f"Part of it is stale: is {member.recomputed} cached in eval mode?",

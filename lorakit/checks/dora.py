@@ -11,11 +11,20 @@ The magnitude m has shape (out,) and starts at the row norms of W (so the layer 
 base); n is treated as a constant in backward (detached, DoRA paper §4.3 and PEFT); the bias
 is added after the rescaling. Forming V explicitly is allowed.
 
-A and B are found among the trainable parameters by shape (nn.Parameter or nn.Linear, either
-orientation); m is the tensor with out_features entries outside the base layer (a trainable
-parameter when there is one). Probe layers are non-square with in, out and rank pairwise
-different, so every shape is unambiguous. Each check raises ``CheckFailure`` (an
-AssertionError) whose message names the concept.
+DoRA is the family's equation with γ = 1, β = 0, f = 1 (``_dora_family``, which finds the parts
+and holds the shared checks). A and B are found among the trainable parameters by shape
+(nn.Parameter or nn.Linear, either orientation); m is the tensor with out_features entries
+outside the base layer (a trainable parameter when there is one). Probe layers are non-square
+with in, out and rank pairwise different, so every shape is unambiguous.
+
+What the contract implies and the checks test as well: the layer computes the same function in
+``eval()`` (there is no dropout), every call computes it from the parameters' current values (no
+state survives a call: optimizer steps and eval-mode edits are compared with a freshly built
+layer holding the same values), and gradients reach the input x; those of x and m are the
+derivatives of the layer's own forward (gradcheck), those of A and B follow a reference that
+detaches the norm. Checks other than the shapes check probe with 2-D x. Each check raises
+``CheckFailure`` (an AssertionError) whose message names the concept and whose ``key`` is a
+stable concept key, ``dora.<concept>``.
 """
 from __future__ import annotations
 
@@ -160,7 +169,7 @@ def check_shapes(cls: type) -> None:
                     fail(f"For x of shape {shape} the output has the right shape but not the values "
                          "the same rows give as a 2-D batch x.reshape(-1, in_features): the layer "
                          "must act on the last dimension only, every position on its own.",
-                         f"{in_f}->{out_f} layer: largest difference {family._largest(y, flat)}.")
+                         f"{in_f}->{out_f} layer: largest difference {family.largest_difference(y, flat)}.")
 
 
 @concept("dora.frozen")
@@ -247,7 +256,7 @@ def check_identity_at_init(cls: type) -> None:
             want = base(x)
         if y.shape == want.shape and close(y, want, rtol=1e-5, atol=1e-5):
             continue
-        diff = family._largest(y, want)
+        diff = family.largest_difference(y, want)
         why = _init_diagnosis(layer, IN, OUT, RANK)
         if not why:
             try:
@@ -363,7 +372,7 @@ def check_bias(cls: type) -> None:
     if close(diff, torch.zeros_like(diff)):
         fail(msg, "Your layer ignores the base layer's bias.")
     fail(msg, "Adding a bias to the base changes your output by something other than b: largest "
-              f"difference from b {family._largest(diff, b)}.")
+              f"difference from b {family.largest_difference(diff, b)}.")
 
 
 @concept("dora.scaling")
@@ -444,7 +453,7 @@ def check_norm_detached(cls: type) -> None:
                   "differentiates through the norm, which costs memory and time and is not DoRA's "
                   "update rule. (The forward values are the same either way; only the gradients differ.)")
     bad = [(n, a, w) for n, a, w in zip("AB", got, want) if not close(a, w, rtol=1e-3, atol=1e-6)]
-    fail(msg, "The gradients of " + ", ".join(f"{n} (largest difference {family._largest(a, w)})"
+    fail(msg, "The gradients of " + ", ".join(f"{n} (largest difference {family.largest_difference(a, w)})"
                                               for n, a, w in bad)
          + " differ from those of the detached-norm definition.")
 

@@ -20,8 +20,14 @@ the two logits are the trainable parameters with one element (shape () or (1,)).
 is the gate and which the blend is found by behaviour: the forward check sets them to two
 different values and accepts the reading that matches the definition. m_init may be a buffer,
 a frozen tensor, or recomputed from W. Probe layers are non-square with in, out and rank pairwise
-different, and their rows have norms far from 1. Each check raises ``CheckFailure`` (an
-AssertionError) whose message names the concept.
+different, and their rows have norms far from 1. The orthogonal-init check tests what
+"orthonormal rows" says, A Aᵀ = I (an orthogonal A rescaled, e.g. to Kaiming's row length, fails).
+
+As for DoRA (``_dora_family`` holds the shared parts): eval() computes the same function, no
+state survives a call, gradients reach x, and those of x, m and the two logits are the
+derivatives of the layer's own forward (gradcheck). Checks other than the shapes check probe
+with 2-D x. Each check raises ``CheckFailure`` (an AssertionError) whose message names the
+concept and whose ``key`` is ``hylorada.<concept>``.
 """
 from __future__ import annotations
 
@@ -219,7 +225,7 @@ def check_shapes(cls: type) -> None:
                     fail(f"For x of shape {shape} the output has the right shape but not the values "
                          "the same rows give as a 2-D batch x.reshape(-1, in_features): the layer "
                          "must act on the last dimension only, every position on its own.",
-                         f"{in_f}->{out_f} layer: largest difference {family._largest(y, flat)}.")
+                         f"{in_f}->{out_f} layer: largest difference {family.largest_difference(y, flat)}.")
 
 
 @concept("hylorada.frozen")
@@ -283,7 +289,17 @@ def _init_diagnosis(layer: nn.Module, bias: bool) -> str:
     if bias:
         return ("Without a bias the layer starts right: with one it does not. The bias must be added "
                 "once, outside the rescaling: both paths add b, so (1 − β)·b + β·b = b.")
-    return "m starts at ‖W‖_row and B = 0, so m_init must be wrong: it is ‖W_i‖ as well. " + INIT_HINT
+    M = _read_off(layer, parts)                    # (out, in): layer(x) = x Mᵀ, bias-free base
+    W = base.weight.detach().double()
+    r = (M * W).sum(1) / (W * W).sum(1)             # (out,): the best factor per row
+    if not close(M, r[:, None] * W):                # not one factor per row
+        return ("Your layer rescales the weights of one output row by different factors for "
+                "different inputs: the norm is over the wrong axis. nn.Linear stores W as (out, in), "
+                "so the norm of each output's weights is W.norm(dim=1), one per row (the paper's "
+                "column norm is for W stored as (in, out)).")
+    return ("m starts at ‖W‖_row and B = 0, yet each row is rescaled: m_eff = σ(g)·m + (1 − σ(g))·"
+            "m_init must equal ‖W_i‖ at init, so both m and m_init start at W.norm(dim=1) and both "
+            "terms of m_eff are there. " + INIT_HINT)
 
 
 @concept("hylorada.identity_init")
@@ -302,7 +318,7 @@ def check_identity_at_init(cls: type) -> None:
              "from the pretrained function: B = 0 and m = m_init = ‖W‖_row make both paths "
              "return W x + b.",
              f"x of shape {tuple(x.shape)}, bias={bias}: largest difference "
-             f"{family._largest(y, want)}. " + _init_diagnosis(layer, bias))
+             f"{family.largest_difference(y, want)}. " + _init_diagnosis(layer, bias))
 
 
 @concept("hylorada.orthogonal_init")

@@ -18,8 +18,16 @@ Nothing else is assumed. A, B (either orientation), m (a trainable vector with o
 entries) and w (the trainable tensor with structure_dim entries: (structure_dim,), (1,
 structure_dim) or (structure_dim, 1)) are found by shape; the probe layers have in, out, rank
 and structure_dim pairwise different. The gate and blend logits are the trainable scalars: the
-checks set them all to one value, so either order passes. Each check raises ``CheckFailure``
-(an AssertionError) whose message names the concept.
+checks set them all to one value, so either order passes.
+
+A prior whose shape is not x.shape[:-1] + (structure_dim,) must raise, including the shapes
+torch would broadcast silently: (1, T, sd), (B, 1, sd), (T, sd) and (sd,). As for v1
+(``_dora_family`` holds the shared parts): with a prior, eval() computes the same function, no
+state survives a call (nor a prior: a call without one after calls with one is v1), gradients
+reach x and the prior, and those of x, the prior, m, the scalars and w are the derivatives of
+the layer's own forward (gradcheck). Checks probe with x of shape (B, T, in), as the contract
+says. Each check raises ``CheckFailure`` (an AssertionError) whose message names the concept and
+whose ``key`` is ``hylorada_v2.<concept>``.
 """
 from __future__ import annotations
 
