@@ -36,11 +36,13 @@ class Mutant:
     diff: str        # the changed lines: "- before" / "+ after"
 
 
-def mutate(source: str, grade_id: str, head: str | None = None) -> list[Mutant]:
+def mutate(source: str, grade_id: str, head: str | None = None,
+           operators: dict = OPERATORS) -> list[Mutant]:
     """Every mutant of one answer cell, each with a different source, in a stable order.
 
     Ids start with ``head`` (default: the grade_id; ``run.py`` puts the notebook's number
-    before it, since two notebooks have a ``merge_conditioned`` cell).
+    before it, since two notebooks have a ``merge_conditioned`` cell). ``operators`` (default:
+    all) picks some, for tests.
 
     Ids name the operator and where it applied, relative to the innermost ``def`` or ``class``
     around it: lines added above that scope (or in other cells) do not change them. When one
@@ -52,7 +54,7 @@ def mutate(source: str, grade_id: str, head: str | None = None) -> list[Mutant]:
     original = ast.unparse(tree)
     seen, taken, out = {original}, Counter(), []
     for node in _preorder(tree):
-        for name, operator in OPERATORS.items():
+        for name, operator in operators.items():
             for variant in operator(node, ctx):
                 text = _apply(tree, variant.changes)
                 if text in seen:

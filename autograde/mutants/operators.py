@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import ast
 import builtins
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 Change = dict  # {original node: replacement node, or a list of statements}
 
@@ -127,7 +127,7 @@ def _state_aliases(fn: ast.FunctionDef, attrs=("weight", "bias")) -> set[str]:
         if not isinstance(node, ast.Assign) or len(node.targets) != 1:
             continue
         target, value = node.targets[0], node.value
-        pairs = zip(target.elts, value.elts) \
+        pairs = zip(target.elts, value.elts, strict=False) \
             if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple) else [(target, value)]
         names |= {t.id for t, v in pairs if isinstance(t, ast.Name) and is_state(v)}
     return names
@@ -486,7 +486,7 @@ def constant(node, ctx):
 def _is_dropout(node):
     """A call of a dropout module the layer holds: ``self.lora_dropout(x)``."""
     return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
-        and isinstance(node.func.value, ast.Name) and "dropout" in node.func.attr.lower() \
+        and isinstance(node.func.value, ast.Name) and "drop" in node.func.attr.lower() \
         and len(node.args) == 1
 
 

@@ -6,8 +6,8 @@ from .run import EQUIVALENT_, KILLED, KNOWN, SURVIVED, load_lists
 
 def summary(report: dict) -> str:
     """One line per assignment: mutants, killed, equivalent, known and new survivors."""
-    lines = [f"{'assignment':26s} {'mutants':>7s} {'killed':>6s} {'equiv':>5s} {'known':>5s} "
-             f"{'new':>4s} {'kill rate':>9s}"]
+    lines = [(f"{'assignment':26s} {'mutants':>7s} {'killed':>6s} {'equiv':>5s} {'known':>5s} "
+              f"{'new':>4s} {'kill rate':>9s}")]
     for name, a in report["assignments"].items():
         lines.append(f"{name:26s} {a['mutants']:7d} {a[KILLED]:6d} {a[EQUIVALENT_]:5d} "
                      f"{a[KNOWN]:5d} {a[SURVIVED]:4d} {a['kill_rate']:9.1%}"
@@ -29,11 +29,11 @@ def markdown(report: dict) -> str:
     subset = f" (fast subset: ids hashing to 0 mod {report['fast_every']})" if report["fast"] \
         else ""
     out = ["# Mutation report", "",
-           f"Generated {report['generated']} by `python -m autograde.mutants`{subset}, with the "
-           "checks as they were then. Kill rate = killed / (mutants - equivalent). "
-           "See autograde/README.md, \"Mutation testing\".", "",
-           "| assignment | mutants | killed | equivalent | known survivors | new survivors "
-           "| kill rate |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+           (f"Generated {report['generated']} by `python -m autograde.mutants`{subset}, with the "
+            "checks as they were then. Kill rate = killed / (mutants - equivalent). "
+            "See autograde/README.md, \"Mutation testing\"."), "",
+           ("| assignment | mutants | killed | equivalent | known survivors | new survivors "
+            "| kill rate |"), "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, a in report["assignments"].items():
         out.append(f"| {name} | {a['mutants']} | {a[KILLED]} | {a[EQUIVALENT_]} | {a[KNOWN]} "
                    f"| {a[SURVIVED]} | {a['kill_rate']:.1%} |")

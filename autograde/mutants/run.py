@@ -120,10 +120,10 @@ def worker_env() -> dict[str, str]:
 def start(p: Plan, scratch: Path) -> tuple[subprocess.Popen, Path]:
     job_path, out_path = scratch / f"{p.assignment}.json", scratch / f"{p.assignment}.jsonl"
     job_path.write_text(json.dumps(p.job))
-    log = open(scratch / f"{p.assignment}.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "autograde.mutants.worker", str(job_path),
-                             str(out_path)], cwd=ROOT, env=worker_env(), stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    with open(scratch / f"{p.assignment}.log", "w") as log:   # the child keeps its own copy
+        proc = subprocess.Popen([sys.executable, "-m", "autograde.mutants.worker",
+                                 str(job_path), str(out_path)], cwd=ROOT, env=worker_env(),
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     return proc, out_path
 
 
