@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .report import markdown, summary
-from .run import FAST_EVERY, SURVIVORS, TIMEOUT, new_survivors, run, update_survivors
+from .run import FAST_EVERY, SURVIVORS_FILE, TIMEOUT, new_survivors, run, update_survivors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="assignments run side by side")
     parser.add_argument("--timeout", type=int, default=TIMEOUT, help="seconds per mutant")
     parser.add_argument("--update-survivors", action="store_true",
-                        help=f"rewrite {SURVIVORS.name} with this run's survivors (full runs)")
+                        help=f"rewrite {SURVIVORS_FILE.name} from this run (full runs only)")
     args = parser.parse_args(argv)
     if args.update_survivors and args.fast:
         parser.error("--update-survivors needs a full run, not --fast")
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         args.markdown.write_text(markdown(report))
     if args.update_survivors:
-        SURVIVORS.write_text(json.dumps(update_survivors(report), indent=1,
+        SURVIVORS_FILE.write_text(json.dumps(update_survivors(report), indent=1,
                                         ensure_ascii=False) + "\n")
     print(summary(report))
     new = new_survivors(report)

@@ -1,7 +1,7 @@
 """The mutation report as Markdown (``report.md``) and as a one-screen summary."""
 from __future__ import annotations
 
-from .run import EQUIVALENT_, KILLED, KNOWN, SURVIVED, load_lists
+from .run import EQUIVALENT, KILLED, KNOWN, SURVIVED, load_lists
 
 
 def summary(report: dict) -> str:
@@ -9,7 +9,7 @@ def summary(report: dict) -> str:
     lines = [(f"{'assignment':26s} {'mutants':>7s} {'killed':>6s} {'equiv':>5s} {'known':>5s} "
               f"{'new':>4s} {'kill rate':>9s}")]
     for name, a in report["assignments"].items():
-        lines.append(f"{name:26s} {a['mutants']:7d} {a[KILLED]:6d} {a[EQUIVALENT_]:5d} "
+        lines.append(f"{name:26s} {a['mutants']:7d} {a[KILLED]:6d} {a[EQUIVALENT]:5d} "
                      f"{a[KNOWN]:5d} {a[SURVIVED]:4d} {a['kill_rate']:9.1%}"
                      + ("   ERROR: " + "; ".join(f"{k}: {v}" for k, v in a["errors"].items())
                         if a["errors"] else ""))
@@ -35,7 +35,7 @@ def markdown(report: dict) -> str:
            ("| assignment | mutants | killed | equivalent | known survivors | new survivors "
             "| kill rate |"), "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, a in report["assignments"].items():
-        out.append(f"| {name} | {a['mutants']} | {a[KILLED]} | {a[EQUIVALENT_]} | {a[KNOWN]} "
+        out.append(f"| {name} | {a['mutants']} | {a[KILLED]} | {a[EQUIVALENT]} | {a[KNOWN]} "
                    f"| {a[SURVIVED]} | {a['kill_rate']:.1%} |")
     for name, a in report["assignments"].items():
         out += ["", f"## {name}", "", f"Source `{a['notebook']}`; probe cells: "
@@ -57,14 +57,17 @@ def markdown(report: dict) -> str:
             out += [f"| `{r['id']}` | {_code(r['diff'])} | "
                     f"{'known' if r['status'] == KNOWN else '**new**'} | "
                     f"{_cell(survivors.get(r['id'], {}).get('breaks', ''))} |" for r in alive]
-        same = [r for r in a["results"] if r["status"] == EQUIVALENT_]
+        same = [r for r in a["results"] if r["status"] == EQUIVALENT]
         if same:
             out += ["", "### Contract-equivalent", "", "| mutant | change | allowed by |",
                     "| --- | --- | --- |"]
             out += [f"| `{r['id']}` | {_code(r['diff'])} | "
                     f"\"{_cell(equivalent[r['id']]['contract'])}\" |" for r in same]
-        out += ["", "### Which test cell killed what", "", "| test cell | mutants killed |",
-                "| --- | ---: |"] + [f"| `{gid}` | {n} |" for gid, n in a["killed_by"].items()]
+        out += ["", "### Which test cell killed what", "",
+                "| test cell | mutants killed | concept keys of its failures |",
+                "| --- | ---: | --- |"] + [
+            f"| `{gid}` | {k['mutants']} | {', '.join(f'`{key}`' for key in sorted(k['keys']))} |"
+            for gid, k in a["killed_by"].items()]
         out += ["", "<details><summary>Every killed mutant</summary>", "",
                 "| mutant | change | killed by (first message) |", "| --- | --- | --- |"]
         for r in a["results"]:

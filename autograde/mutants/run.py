@@ -37,14 +37,14 @@ from . import Mutant, mutate
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 SOLUTIONS = ROOT / "solutions"
-EQUIVALENT = HERE / "equivalent.toml"
-SURVIVORS = HERE / "survivors.json"
+EQUIVALENT_FILE = HERE / "equivalent.toml"
+SURVIVORS_FILE = HERE / "survivors.json"
 
 ORIGINAL = "original"
 FAST_EVERY = 4       # --fast runs the mutants whose id hashes to 0 modulo this: a stable quarter
 TIMEOUT = 60         # seconds per mutant (the original takes a few)
 STEP_SECONDS = 5     # lorakit.checks' limit per call into student code, lowered from 10
-KILLED, EQUIVALENT_, KNOWN, SURVIVED = "killed", "equivalent", "known", "survived"
+KILLED, EQUIVALENT, KNOWN, SURVIVED = "killed", "equivalent", "known", "survived"
 
 
 @dataclass
@@ -171,9 +171,9 @@ def cites_its_notebook(entry: dict) -> bool:
 
 def load_lists() -> tuple[dict[str, dict], dict[str, dict]]:
     """The equivalent list ({id: entry}) and the known survivors ({id: entry})."""
-    equivalent = {e["id"]: e for e in tomllib.loads(EQUIVALENT.read_text()).get("mutant", [])} \
-        if EQUIVALENT.exists() else {}
-    survivors = json.loads(SURVIVORS.read_text()) if SURVIVORS.exists() else {}
+    listed = tomllib.loads(EQUIVALENT_FILE.read_text()) if EQUIVALENT_FILE.exists() else {}
+    equivalent = {e["id"]: e for e in listed.get("mutant", [])}
+    survivors = json.loads(SURVIVORS_FILE.read_text()) if SURVIVORS_FILE.exists() else {}
     return equivalent, survivors
 
 
@@ -199,19 +199,24 @@ def assess(p: Plan, raw: dict[str, dict], equivalent: dict, survivors: dict,
     for m in p.mutants:
         status, killers = verdict(raw.get(m.id, {"crashed": "no result"}), set(errors))
         if status == SURVIVED and m.id in equivalent:
-            status = EQUIVALENT_
+            status = EQUIVALENT
         elif status == SURVIVED and m.id in survivors:
             status = KNOWN
+        keys = {gid: f["key"] for gid, f in raw.get(m.id, {}).get("failed", {}).items()
+                if gid in killers and f.get("key")}
         rows.append({"id": m.id, "operator": m.operator, "cell": m.grade_id, "line": m.line,
                      "was": p.lines[m.id], "diff": m.diff, "status": status, "killers": killers,
-                     "seconds": raw.get(m.id, {}).get("seconds")})
-    counts = {s: sum(r["status"] == s for r in rows) for s in (KILLED, EQUIVALENT_, KNOWN,
+                     "keys": keys, "seconds": raw.get(m.id, {}).get("seconds")})
+    counts = {s: sum(r["status"] == s for r in rows) for s in (KILLED, EQUIVALENT, KNOWN,
                                                                SURVIVED)}
-    judged = len(rows) - counts[EQUIVALENT_]
-    killed_by: dict[str, int] = {}
+    judged = len(rows) - counts[EQUIVALENT]
+    killed_by: dict[str, dict] = {}
     for r in rows:
         for gid in r["killers"]:
-            killed_by[gid] = killed_by.get(gid, 0) + 1
+            entry = killed_by.setdefault(gid, {"mutants": 0, "keys": []})
+            entry["mutants"] += 1
+            if r["keys"].get(gid) and r["keys"][gid] not in entry["keys"]:
+                entry["keys"].append(r["keys"][gid])
     ids, head = {m.id for m in p.mutants}, number(p.assignment) + "/"
     return {"notebook": str(p.notebook.relative_to(ROOT)),
             "probe_cells": [c["grade_id"] or f"cell {c['index']}"
