@@ -26,13 +26,6 @@ from lorakit.checks import _probe
 HERE = Path(__file__).resolve().parents[1] / "autograde" / "independent"
 
 ESCAPES = {
-    "02_lora_in_practice/bug_count_embedding": "no count case names an nn.Embedding",
-    "02_lora_in_practice/bug_count_exception_zero": "no count case mixes a non-Linear match with "
-                                                    "Linear ones",
-    "02_lora_in_practice/bug_count_overlap_twice": "no count case has a layer matched by two "
-                                                   "targets",
-    "02_lora_in_practice/bug_dropout_no_rescale": "the dropout check never looks at the 1/(1 - p) "
-                                                  "rescale",
     "04_rank_space_shift/bug_merge_in_place": "the merge check never calls the given layer again",
 }
 
