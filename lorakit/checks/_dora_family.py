@@ -28,9 +28,11 @@ that says how to build and feed one:
   in eval mode, after each edit of the parameters) the layer computes what a freshly built layer
   holding the same parameter values computes.
 - ``check_gradcheck``: gradients reach every input (x, the prior) and agree with the derivative
-  of the layer's own forward: ``torch.autograd.gradcheck`` in float64 for the inputs, and the
-  same comparison (central differences, the parameter moved in place entry by entry, so that it
-  works for any module) for the parameters that do not enter the row norm: m, the scalars, w.
+  of the layer's own forward, in float64: for the inputs along random directions (what
+  ``torch.autograd.gradcheck``'s fast mode does), for the parameters that do not enter the row
+  norm (m, the scalars, w) entry by entry, the parameter moved in place. It is written out rather
+  than calling gradcheck so that every backward follows its own forward and the other forwards
+  run without a graph: so it also runs on a layer that lives in a probe process.
   A and B are not gradchecked: the norm is detached by contract, so their gradients are compared
   with a reference that detaches (each module's "norm detached" check). The gradcheck is valid
   only where the norm does not depend on what is varied, so it runs on a layer whose forward is
@@ -574,7 +576,7 @@ def _float64_copy(member: Member, cls: type, seed: int, inputs: Sequence[torch.T
 
 
 def _with_input(layer: nn.Module, inputs: Sequence[torch.Tensor], i: int):
-    """fn(t) = the layer's output with input number i set to t (for torch.autograd.gradcheck)."""
+    """fn(t) = the layer's output with input number i set to t."""
     def fn(t):
         ins = list(inputs)
         ins[i] = t
@@ -587,18 +589,59 @@ def _loss(layer: nn.Module, inputs: Sequence[torch.Tensor], g: torch.Tensor) -> 
     return (y * g.to(y.dtype)).sum()
 
 
+@dataclass(frozen=True)
+class Tolerance:
+    """Central differences with step eps (times max(1, |t|)); |analytic − numerical| may be
+    rtol·(|analytic| + |numerical|) + atol."""
+    eps: float
+    rtol: float
+    atol: float
+    how: str                  # for messages
+
+
+FLOAT64 = Tolerance(1e-3, 1e-4, 1e-7, "a gradient check in float64")
+FLOAT32 = Tolerance(1e-2, 2e-2, 1e-4, "central differences in float32")
+DIRECTIONS = 3                # random directions per input
+
+
+def _input_check(fn, t0: torch.Tensor, g: torch.Tensor, tol: Tolerance, seed: int) -> str | None:
+    """d<g, fn(t)>/dt from one backward, against central differences along random directions
+    (what torch.autograd.gradcheck's fast mode does). Backward runs right after its forward and
+    every other forward runs without a graph, so this works for a layer in a probe process too.
+    None if they agree, else what was observed."""
+    t = t0.detach().clone().requires_grad_(True)
+    y = fn(t)
+    grad = None
+    if y.requires_grad:
+        (grad,) = call(lambda: torch.autograd.grad((y * g.to(y.dtype)).sum(), t, allow_unused=True),
+                       what="Backward through your layer")
+    grad = torch.zeros_like(t0) if grad is None else grad.detach()
+    eps = tol.eps * max(1.0, t0.abs().max().item())
+    for k in range(DIRECTIONS):
+        v = randn(*t0.shape, seed=seed + k).to(t0)
+        with torch.no_grad():
+            up, down = (fn(t0 + eps * v) * g).sum().item(), (fn(t0 - eps * v) * g).sum().item()
+        numerical, analytic = (up - down) / (2 * eps), (grad * v).sum().item()
+        if abs(analytic - numerical) > tol.rtol * (abs(analytic) + abs(numerical)) + tol.atol:
+            return (f"along a random direction: your backward gives {analytic:.6g}, the "
+                    f"numerical derivative of your forward {numerical:.6g}")
+    return None
+
+
 def _param_check(layer: nn.Module, p: torch.Tensor, inputs: Sequence[torch.Tensor],
-                 g: torch.Tensor, eps: float, atol: float, rtol: float) -> str | None:
-    """Compare d<g, y>/dp from backward with central differences, p moved in place entry by
-    entry (and restored): what gradcheck does, for a parameter of any module. None if they
-    agree, else the numbers."""
+                 g: torch.Tensor, tol: Tolerance) -> str | None:
+    """d<g, y>/dp from one backward, against central differences with p moved in place entry
+    by entry (and restored), so that it works for any module. None if they agree, else what
+    was observed."""
     layer.zero_grad(set_to_none=True)
     p.grad = None
     loss = _loss(layer, inputs, g)
     if loss.requires_grad:
         call(loss.backward, what="Backward through your layer")
     analytic = torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()
+    analytic = analytic.double().reshape(-1)
     orig = p.detach().clone()
+    eps = tol.eps * max(1.0, orig.abs().max().item())
     numerical = torch.zeros(orig.numel(), dtype=torch.float64)
     try:
         with torch.no_grad():
@@ -613,35 +656,12 @@ def _param_check(layer: nn.Module, p: torch.Tensor, inputs: Sequence[torch.Tenso
     finally:
         with torch.no_grad():
             p.copy_(orig)
-    numerical = numerical.reshape(orig.shape)
-    analytic = analytic.double()
-    if bool(((analytic - numerical).abs() <= atol + rtol * numerical.abs()).all()):
+    err = (analytic - numerical).abs()
+    if bool((err <= tol.rtol * (analytic.abs() + numerical.abs()) + tol.atol).all()):
         return None
-    return (f"largest difference between your backward's gradient and the numerical derivative "
-            f"{(analytic - numerical).abs().max().item():.3g}; largest numerical entry "
-            f"{numerical.abs().max().item():.3g}")
-
-
-def _input_numbers(fn, t0: torch.Tensor, eps: float, g: torch.Tensor) -> str:
-    """For a failed gradcheck: largest |analytic − numerical| of d<g, fn(t)>/dt."""
-    t = t0.detach().clone().requires_grad_(True)
-    y = fn(t)
-    analytic = None
-    if y.requires_grad:
-        (analytic,) = torch.autograd.grad((y * g).sum(), t, allow_unused=True)
-    analytic = torch.zeros_like(t0) if analytic is None else analytic
-    numerical = torch.zeros(t0.numel(), dtype=torch.float64)
-    flat = t0.detach().reshape(-1)
-    with torch.no_grad():
-        for i in range(flat.numel()):
-            e = torch.zeros_like(flat)
-            e[i] = eps
-            numerical[i] = ((fn((flat + e).reshape(t0.shape)) * g).sum()
-                            - (fn((flat - e).reshape(t0.shape)) * g).sum()).item() / (2 * eps)
-    numerical = numerical.reshape(t0.shape)
-    return (f"largest difference between your backward's gradient and the numerical derivative "
-            f"{(analytic.double() - numerical).abs().max().item():.3g}; largest numerical entry "
-            f"{numerical.abs().max().item():.3g}")
+    i = int(err.argmax())
+    return (f"entry {i}: your backward gives {analytic[i].item():.6g}, the numerical derivative "
+            f"of your forward {numerical[i].item():.6g}")
 
 
 GRAD_HINT = ("Is part of the path computed under torch.no_grad(), detached, written through .data, "
@@ -650,7 +670,8 @@ GRAD_HINT = ("Is part of the path computed under torch.no_grad(), detached, writ
 
 def check_gradcheck(member: Member, cls: type, seed: int) -> None:
     """Gradients reach every input, and for the inputs and the norm-free parameters (m, the
-    scalars, w) they are the derivatives of the layer's own forward (gradcheck in float64)."""
+    scalars, w) they are the derivatives of the layer's own forward (a gradient check in
+    float64 where the layer runs in float64, else in float32)."""
     layer, parts = member.prepared(cls, seed)
     inputs = member.inputs(seed + 2)
     ins = [t.detach().clone().requires_grad_(True) for t in inputs]
@@ -669,75 +690,31 @@ def check_gradcheck(member: Member, cls: type, seed: int) -> None:
                                    bool(torch.isfinite(gr).all()) else "all zeros"),
                  key=key("input_gradient"))
     if member.matches is not None and not member.matches(layer, parts, tuple(inputs)):
-        # The gradcheck is valid for every input the row norm does not depend on: in a layer
-        # that computes the contract's function, x, the prior, m, the scalars and w. A layer
-        # whose forward differs (the forward checks say how) may take its detached norm of
-        # something else, so only the gradient flow above is checked for it.
+        # The gradient check is valid for every input the row norm does not depend on: in a
+        # layer that computes the contract's function, x, the prior, m, the scalars and w. A
+        # layer whose forward differs (the forward checks say how) may take its detached norm
+        # of something else, so only the gradient flow above is checked for it.
         return
+    tol = FLOAT64
     try:
-        layer64, parts64, ins64 = _float64_copy(member, cls, seed, inputs)
+        layer, parts, inputs = _float64_copy(member, cls, seed, inputs)
     except _NoFloat64 as why:
         print(f"Note: your layer does not run in float64 ({why}), so its gradients are checked "
-              "with central differences in float32 instead of torch.autograd.gradcheck. That is "
-              "allowed: the contract promises float32 only.")
-        _gradcheck_float32(member, layer, parts, inputs, seed)
-        return
+              "with central differences in float32, with float32's tolerances. That is allowed: "
+              "the contract promises float32 only.")
+        tol = FLOAT32
     with torch.no_grad():
-        g64 = randn(*run(layer64, *ins64).shape, seed=seed + 3).double()
-    for i, (name, t0) in enumerate(zip(member.input_names, ins64)):
-        fn = _with_input(layer64, ins64, i)
-        t = t0.detach().clone().requires_grad_(True)
-        try:
-            ok = torch.autograd.gradcheck(fn, (t,), eps=1e-3, atol=1e-5, rtol=1e-3,
-                                          raise_exception=False, check_undefined_grad=False)
-        except CheckFailure:
-            raise
-        except Exception as e:      # gradcheck's own complaints (e.g. no output requires grad)
-            ok, detail = False, f"torch.autograd.gradcheck raised {type(e).__name__}: {e}"
-        else:
-            detail = "" if ok else _input_numbers(fn, t0, 1e-3, g64)
-        if not ok:
-            fail(f"The gradient with respect to the input {name} that your layer's backward "
-                 "computes is not the derivative of its own forward (torch.autograd.gradcheck in "
-                 "float64). " + GRAD_HINT, detail, key=key("input_gradient"))
-    names = {id(p): n for n, p in layer64.named_parameters()}
-    for _, p in parts64.norm_free():
-        detail = _param_check(layer64, p, ins64, g64, eps=1e-3, atol=1e-5, rtol=1e-3)
+        g = randn(*run(layer, *inputs).shape, seed=seed + 3).to(inputs[0].dtype)
+    for i, name in enumerate(member.input_names):
+        detail = _input_check(_with_input(layer, inputs, i), inputs[i], g, tol, seed + 10 * i + 10)
         if detail:
-            fail(f"The gradient with respect to the parameter {names.get(id(p), '?')!r} that your "
-                 "layer's backward computes is not the derivative of its own forward (a gradient "
-                 "check in float64, as torch.autograd.gradcheck does it). " + GRAD_HINT, detail,
-                 key=key("gradcheck"))
-
-
-def _gradcheck_float32(member: Member, layer: nn.Module, parts: Parts,
-                       inputs: Sequence[torch.Tensor], seed: int) -> None:
-    """The float32 fallback: central differences, along a random direction for the inputs and
-    entry by entry for the norm-free parameters, with tolerances for float32 rounding."""
-    with torch.no_grad():
-        g = randn(*run(layer, *inputs).shape, seed=seed + 3)
-    for i, (name, t0) in enumerate(zip(member.input_names, inputs)):
-        fn = _with_input(layer, inputs, i)
-        v = randn(*t0.shape, seed=seed + 10 + i)
-        eps = 1e-2 * max(1.0, t0.abs().max().item())
-        t = t0.detach().clone().requires_grad_(True)
-        y = fn(t)
-        analytic = 0.0
-        if y.requires_grad:
-            (gr,) = torch.autograd.grad((y * g).sum(), t, allow_unused=True)
-            analytic = 0.0 if gr is None else (gr * v).sum().item()
-        with torch.no_grad():
-            numerical = (((fn(t0 + eps * v) - fn(t0 - eps * v)) * g).sum() / (2 * eps)).item()
-        if abs(analytic - numerical) > 2e-2 * (abs(analytic) + abs(numerical)) + 1e-4:
             fail(f"The gradient with respect to the input {name} that your layer's backward "
-                 "computes is not the derivative of its own forward (central differences in "
-                 "float32). " + GRAD_HINT,
-                 f"along a random direction: backward {analytic:.4g}, numerical {numerical:.4g}",
-                 key=key("input_gradient"))
+                 f"computes is not the derivative of its own forward ({tol.how}). " + GRAD_HINT,
+                 detail, key=key("input_gradient"))
     names = {id(p): n for n, p in layer.named_parameters()}
     for _, p in parts.norm_free():
-        detail = _param_check(layer, p, inputs, g, eps=1e-2, atol=1e-3, rtol=2e-2)
+        detail = _param_check(layer, p, inputs, g, tol)
         if detail:
             fail(f"The gradient with respect to the parameter {names.get(id(p), '?')!r} that your "
-                 "layer's backward computes is not the derivative of its own forward (central "
-                 "differences in float32). " + GRAD_HINT, detail, key=key("gradcheck"))
+                 f"layer's backward computes is not the derivative of its own forward ({tol.how}). "
+                 + GRAD_HINT, detail, key=key("gradcheck"))

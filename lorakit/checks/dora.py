@@ -508,7 +508,7 @@ def check_gradients(cls: type) -> None:
 @concept("dora.gradcheck")
 def check_gradcheck(cls: type) -> None:
     """dL/dx reaches the input, and the gradients of x and m are the derivatives of the layer's
-    own forward (torch.autograd.gradcheck in float64 when the layer runs in float64). A and B
+    own forward (a gradient check in float64 when the layer runs in float64). A and B
     are the 'norm detached' check's: their gradients follow a reference that detaches."""
     family.check_gradcheck(MEMBER, cls, seed=32)
 

@@ -525,7 +525,7 @@ def check_gradients(cls: type) -> None:
 @concept("hylorada.gradcheck")
 def check_gradcheck(cls: type) -> None:
     """dL/dx reaches the input, and the gradients of x, m, the gate and the blend are the
-    derivatives of the layer's own forward (torch.autograd.gradcheck in float64 when the layer
+    derivatives of the layer's own forward (a gradient check in float64 when the layer
     runs in float64). A and B are the 'norm detached' check's."""
     family.check_gradcheck(MEMBER, cls, seed=32)
 

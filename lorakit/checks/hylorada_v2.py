@@ -506,7 +506,7 @@ def check_gradients(cls: type) -> None:
 @concept("hylorada_v2.gradcheck")
 def check_gradcheck(cls: type) -> None:
     """Gradients reach x and the structure prior, and the gradients of x, the prior, m, the
-    scalars and w are the derivatives of the layer's own forward (torch.autograd.gradcheck in
+    scalars and w are the derivatives of the layer's own forward (a gradient check in
     float64 when the layer runs in float64). A and B: the row norm is detached by contract."""
     family.check_gradcheck(MEMBER, cls, seed=32)
 
