@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from .report import markdown, summary
-from .run import FAST_EVERY, SURVIVORS_FILE, TIMEOUT, new_survivors, run, update_survivors
+from .run import (FAST_EVERY, SURVIVORS_FILE, TIMEOUT, label, new_survivors, run,
+                  update_survivors)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,13 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.update_survivors and args.fast:
         parser.error("--update-survivors needs a full run, not --fast")
     report = run(args.assignments, fast=args.fast, jobs=args.jobs, timeout=args.timeout)
+    if args.update_survivors:
+        SURVIVORS_FILE.write_text(json.dumps(update_survivors(report), indent=1,
+                                             ensure_ascii=False) + "\n")
+        report = label(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
     if args.markdown:
         args.markdown.write_text(markdown(report))
-    if args.update_survivors:
-        SURVIVORS_FILE.write_text(json.dumps(update_survivors(report), indent=1,
-                                        ensure_ascii=False) + "\n")
     print(summary(report))
     new = new_survivors(report)
     for r in new:

@@ -177,19 +177,18 @@ def load_lists() -> tuple[dict[str, dict], dict[str, dict]]:
     return equivalent, survivors
 
 
-def verdict(raw: dict, ignore: set[str]) -> tuple[str, dict[str, str]]:
-    """(killed or not, {test cell: first message}) for one raw result."""
+def verdict(raw: dict, ignore: set[str]) -> dict[str, str]:
+    """{test cell: first message} of what killed one mutant (empty: it survived); a timeout or a
+    crash kills too. Test cells in ``ignore`` (failing without a mutation) kill nothing."""
     if raw.get("timeout"):
-        return KILLED, {"timeout": "ran past the time limit"}
+        return {"timeout": "ran past the time limit"}
     if raw.get("crashed"):
-        return KILLED, {"crashed": raw["crashed"]}
-    killers = {gid: f["message"] for gid, f in raw.get("failed", {}).items() if gid not in ignore}
-    return (KILLED if killers else SURVIVED), killers
+        return {"crashed": raw["crashed"]}
+    return {gid: f["message"] for gid, f in raw.get("failed", {}).items() if gid not in ignore}
 
 
-def assess(p: Plan, raw: dict[str, dict], equivalent: dict, survivors: dict,
-           fast: bool = False) -> dict:
-    """The report of one assignment, as plain data (see ``report.json``)."""
+def assess(p: Plan, raw: dict[str, dict]) -> dict:
+    """The results of one assignment, as plain data; :func:`label` adds the verdicts."""
     original = raw.get(ORIGINAL, {"worker_error": "no result"})
     errors = {gid: f["message"] for gid, f in original.get("failed", {}).items()}
     if "worker_error" in original:
@@ -197,51 +196,57 @@ def assess(p: Plan, raw: dict[str, dict], equivalent: dict, survivors: dict,
     errors.update({f"probe {k}": v for k, v in original.get("probe_errors", {}).items()})
     rows = []
     for m in p.mutants:
-        status, killers = verdict(raw.get(m.id, {"crashed": "no result"}), set(errors))
-        if status == SURVIVED and m.id in equivalent:
-            status = EQUIVALENT
-        elif status == SURVIVED and m.id in survivors:
-            status = KNOWN
-        keys = {gid: f["key"] for gid, f in raw.get(m.id, {}).get("failed", {}).items()
+        result = raw.get(m.id, {"crashed": "no result"})
+        killers = verdict(result, set(errors))
+        keys = {gid: f["key"] for gid, f in result.get("failed", {}).items()
                 if gid in killers and f.get("key")}
         rows.append({"id": m.id, "operator": m.operator, "cell": m.grade_id, "line": m.line,
-                     "was": p.lines[m.id], "diff": m.diff, "status": status, "killers": killers,
-                     "keys": keys, "seconds": raw.get(m.id, {}).get("seconds")})
-    counts = {s: sum(r["status"] == s for r in rows) for s in (KILLED, EQUIVALENT, KNOWN,
-                                                               SURVIVED)}
-    judged = len(rows) - counts[EQUIVALENT]
-    killed_by: dict[str, dict] = {}
-    for r in rows:
-        for gid in r["killers"]:
-            entry = killed_by.setdefault(gid, {"mutants": 0, "keys": []})
-            entry["mutants"] += 1
-            if r["keys"].get(gid) and r["keys"][gid] not in entry["keys"]:
-                entry["keys"].append(r["keys"][gid])
-    ids, head = {m.id for m in p.mutants}, number(p.assignment) + "/"
+                     "was": p.lines[m.id], "diff": m.diff, "killers": killers, "keys": keys,
+                     "seconds": result.get("seconds")})
     return {"notebook": str(p.notebook.relative_to(ROOT)),
             "probe_cells": [c["grade_id"] or f"cell {c['index']}"
                             for c in p.job["prefix"] + p.job["probes"]],
-            "errors": errors, "mutants": len(rows), **counts,
-            "kill_rate": round(counts[KILLED] / judged, 4) if judged else 1.0,
-            "killed_by": dict(sorted(killed_by.items())),
-            "equivalent_but_killed": sorted(r["id"] for r in rows
-                                            if r["id"] in equivalent and r["status"] == KILLED),
-            "known_but_killed": sorted(r["id"] for r in rows
-                                       if r["id"] in survivors and r["status"] == KILLED),
-            "listed_but_unknown": [] if fast else sorted(
-                i for i in (*equivalent, *survivors) if i.startswith(head) and i not in ids),
-            "results": rows}
+            "errors": errors, "results": rows}
+
+
+def label(report: dict) -> dict:
+    """Each result's status and each assignment's tallies, from the lists as they are now."""
+    equivalent, survivors = load_lists()
+    for name, a in report["assignments"].items():
+        rows = a["results"]
+        for r in rows:
+            r["status"] = KILLED if r["killers"] else EQUIVALENT if r["id"] in equivalent \
+                else KNOWN if r["id"] in survivors else SURVIVED
+        counts = {s: sum(r["status"] == s for r in rows)
+                  for s in (KILLED, EQUIVALENT, KNOWN, SURVIVED)}
+        judged = len(rows) - counts[EQUIVALENT]
+        killed_by: dict[str, dict] = {}
+        for r in rows:
+            for gid in r["killers"]:
+                entry = killed_by.setdefault(gid, {"mutants": 0, "keys": []})
+                entry["mutants"] += 1
+                if r["keys"].get(gid) and r["keys"][gid] not in entry["keys"]:
+                    entry["keys"].append(r["keys"][gid])
+        killed, head = {r["id"] for r in rows if r["killers"]}, number(name) + "/"
+        ids = {r["id"] for r in rows}
+        a.update(mutants=len(rows), **counts,
+                 kill_rate=round(counts[KILLED] / judged, 4) if judged else 1.0,
+                 killed_by=dict(sorted(killed_by.items())),
+                 equivalent_but_killed=sorted(killed & set(equivalent)),
+                 known_but_killed=sorted(killed & set(survivors)),
+                 listed_but_unknown=[] if report["fast"] else sorted(
+                     i for i in (*equivalent, *survivors) if i.startswith(head) and i not in ids))
+    return report
 
 
 def run(names: list[str], fast: bool = False, jobs: int = 1, timeout: int = TIMEOUT) -> dict:
-    """Plan, execute and assess; the whole report as plain data."""
+    """Plan, execute, assess and label; the whole report as plain data."""
     plans = [plan(a, fast, timeout) for a in resolve(names)]
     raw = execute(plans, jobs)
-    equivalent, survivors = load_lists()
-    return {"generated": time.strftime("%Y-%m-%d %H:%M:%S"), "fast": fast,
-            "fast_every": FAST_EVERY if fast else None,
-            "assignments": {p.assignment: assess(p, raw.get(p.assignment, {}), equivalent,
-                                                 survivors, fast) for p in plans}}
+    return label({"generated": time.strftime("%Y-%m-%d %H:%M:%S"), "fast": fast,
+                  "fast_every": FAST_EVERY if fast else None,
+                  "assignments": {p.assignment: assess(p, raw.get(p.assignment, {}))
+                                  for p in plans}})
 
 
 def new_survivors(report: dict) -> list[dict]:
@@ -250,14 +255,16 @@ def new_survivors(report: dict) -> list[dict]:
 
 
 def update_survivors(report: dict) -> dict:
-    """``survivors.json`` rewritten from a full run: every survivor of the assignments run that
-    is not equivalent, keeping the notes (``breaks``) already written for each."""
+    """``survivors.json`` after a full run: this run's new survivors added (with an empty
+    ``breaks`` note to write), ids no longer generated dropped. Entries a check now kills stay
+    until the checks' owners remove them (the report lists them): a check may kill one in a
+    working copy only."""
     _, known = load_lists()
-    heads = {number(a) + "/" for a in report["assignments"]}
-    kept = {i: e for i, e in known.items() if not i.startswith(tuple(heads))}
+    generated = {r["id"] for a in report["assignments"].values() for r in a["results"]}
+    heads = tuple(number(a) + "/" for a in report["assignments"])
+    kept = {i: e for i, e in known.items() if i in generated or not i.startswith(heads)}
     for a in report["assignments"].values():
         for r in a["results"]:
-            if r["status"] in (KNOWN, SURVIVED):
-                kept[r["id"]] = {"was": r["was"], "diff": r["diff"],
-                                 "breaks": known.get(r["id"], {}).get("breaks", "")}
+            if r["status"] == SURVIVED:
+                kept[r["id"]] = {"was": r["was"], "diff": r["diff"], "breaks": ""}
     return dict(sorted(kept.items()))
