@@ -23,6 +23,7 @@ import io
 import time
 from dataclasses import dataclass, field
 
+import torch
 from nbformat.v4 import new_output
 
 from lorakit.checks import _probe
@@ -77,6 +78,7 @@ def judge(nb, command: list[str], env: dict | None = None, cell_timeout: float =
           step_seconds: float | None = None) -> Judgement:
     """Run every test cell of ``nb`` (a prepared notebook: setup and test cells restored,
     hidden tests included) here, against a probe started with ``command``."""
+    torch.set_num_threads(1)  # the checks' tensors are tiny; threads would only spin
     answers = {c.grade_id: c.source for c in cells(nb) if c.kind == ANSWER and c.grade_id}
     session = ProbeSession(command, env=env, step_seconds=step_seconds, sources=answers)
     out = Judgement()

@@ -123,7 +123,8 @@ class ProbeSession:
             self.proc = None
 
     def __enter__(self) -> "ProbeSession":
-        self.start()
+        if self.proc is None:
+            self.start()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -401,7 +402,7 @@ class ProbeSession:
             inputs = [k for k in enc.tensors if k.startswith("t")]
             header = {"op": "call", "ref": spec["ref"], "args": args, "kwargs": kwargs,
                       "inputs": inputs, "input_grads": input_grads, "leaves": spec["names"],
-                      "grad": spec["grad"],
+                      "grad": spec["grad"], "keep": box is not None,
                       "record": spec["record"].limit if spec["record"] else None}
             header["state"] = self._changes(enc)
             enc.tensors["rng"] = torch.get_rng_state()

@@ -9,6 +9,8 @@ class HyLoRADAv2Linear(HyLoRADAv1Linear):
         nn.init.zeros_(self.scale_from_structure.weight)
 
     def forward(self, x, structure_prior=None):
+        if structure_prior is not None and structure_prior.shape[:-1] != x.shape[:-1]:
+            raise ValueError(f"structure_prior must be (B, T, d) for x {tuple(x.shape)}, got {tuple(structure_prior.shape)}")
         W, b = self.base_layer.weight, self.base_layer.bias
         wx = x @ W.T
         if structure_prior is not None:

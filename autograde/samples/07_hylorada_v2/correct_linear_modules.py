@@ -18,6 +18,8 @@ class HyLoRADAv2Linear(nn.Module):
         nn.init.zeros_(self.scale_from_structure.weight)
 
     def forward(self, x, structure_prior=None):
+        if structure_prior is not None and structure_prior.shape[:-1] != x.shape[:-1]:
+            raise ValueError(f"structure_prior must be (B, T, d) for x {tuple(x.shape)}, got {tuple(structure_prior.shape)}")
         W = self.base_layer.weight
         with torch.no_grad():
             n = (W + self.scaling * self.lora_B.weight @ self.lora_A.weight).norm(dim=1)

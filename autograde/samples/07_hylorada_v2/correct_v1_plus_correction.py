@@ -7,6 +7,8 @@ class HyLoRADAv2Linear(HyLoRADAv1Linear):
         self.w = nn.Parameter(torch.zeros(structure_dim))
 
     def forward(self, x, structure_prior=None):
+        if structure_prior is not None and structure_prior.shape[:-1] != x.shape[:-1]:
+            raise ValueError(f"structure_prior must be (B, T, d) for x {tuple(x.shape)}, got {tuple(structure_prior.shape)}")
         y = super().forward(x)
         if structure_prior is None:
             return y
