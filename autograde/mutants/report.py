@@ -30,7 +30,8 @@ def markdown(report: dict) -> str:
         else ""
     out = ["# Mutation report", "",
            (f"Generated {report['generated']} by `python -m autograde.mutants`{subset}, with the "
-            "checks as they were then. Kill rate = killed / (mutants - equivalent). "
+            f"checks and solutions at {report['revision']}. "
+            "Kill rate = killed / (mutants - equivalent). "
             "See autograde/README.md, \"Mutation testing\"."), "",
            ("| assignment | mutants | killed | equivalent | known survivors | new survivors "
             "| kill rate |"), "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]

@@ -239,12 +239,25 @@ def label(report: dict) -> dict:
     return report
 
 
+def revision() -> str:
+    """The commit the checks and solutions were run at, and what differed from it."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
+    try:
+        commit = git("rev-parse", "--short", "HEAD").strip()
+        changed = [line[3:] for line in
+                   git("status", "--porcelain", "--", "lorakit", "solutions").splitlines()]
+    except OSError:
+        return "unknown"
+    return commit + (f" with uncommitted changes to {', '.join(changed)}" if changed else "")
+
+
 def run(names: list[str], fast: bool = False, jobs: int = 1, timeout: int = TIMEOUT) -> dict:
     """Plan, execute, assess and label; the whole report as plain data."""
     plans = [plan(a, fast, timeout) for a in resolve(names)]
     raw = execute(plans, jobs)
-    return label({"generated": time.strftime("%Y-%m-%d %H:%M:%S"), "fast": fast,
-                  "fast_every": FAST_EVERY if fast else None,
+    return label({"generated": time.strftime("%Y-%m-%d %H:%M:%S"), "revision": revision(),
+                  "fast": fast, "fast_every": FAST_EVERY if fast else None,
                   "assignments": {p.assignment: assess(p, raw.get(p.assignment, {}))
                                   for p in plans}})
 
