@@ -18,7 +18,7 @@ import test_checks_dora as dora_matrix
 import test_checks_lora as lora_matrix
 from autograde.submissions import load_sample
 from lorakit.checks import CheckFailure, _probe, lora
-from lorakit.checks.remote import ProbeError, ProbeSession, Shadow
+from lorakit.checks.remote import ProbeSession, Shadow
 from lorakit.checks.wire import MAX_HEADER, WireError, decode, read_frame, write_frame
 
 SAMPLES = Path(__file__).resolve().parents[1] / "autograde" / "samples"
@@ -147,8 +147,8 @@ def test_frames_that_break_the_protocol_are_refused():
 BROKEN = {
     "dies": "os._exit(3)",
     "writes garbage on the wire": "garbage()",
-    "hangs through its timer": "while True:\n            try:\n                time.sleep(1)\n"
-                               "            except BaseException:\n                pass",
+    "hangs through its timer": "while True:\n                try:\n                    time.sleep(1)\n"
+                               "                except BaseException:\n                    pass",
 }
 
 
@@ -170,9 +170,9 @@ def test_a_broken_probe_fails_its_check_and_the_next_check_gets_a_fresh_one(how,
         cls = session.lookup(["LoRALinear"])["LoRALinear"]
         with pytest.raises(CheckFailure) as error:
             lora.check_shapes(cls)
-        assert isinstance(error.value, (ProbeError, _probe.TimedOut)), error.value
+        assert "stopped answering" in str(error.value) or "took longer" in str(error.value)
         cls = session.lookup(["LoRALinear"])["LoRALinear"]  # the cells ran again in a new one
-        with pytest.raises(CheckFailure, match="trains exactly"):
+        with pytest.raises(CheckFailure, match="must be frozen"):
             lora.check_frozen(cls)
         assert session.restarts == 1
 

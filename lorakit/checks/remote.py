@@ -89,7 +89,7 @@ class ProbeSession:
     def _reset(self) -> None:
         self.mirrors: dict[str, weakref.ref] = {}   # ref -> module mirrored here
         self.local: dict[int, str] = {}             # id(host object) -> ref
-        self.sig: dict[tuple, tuple] = {}           # (ref, kind, name) -> last synced signature
+        self.sig: dict[tuple, object] = {}          # (ref, kind, name) -> what it was at the last sync
         self.free: list[str] = []
         self.pinned: list[nn.Module] = []
         self.host_ids = 0
@@ -329,7 +329,8 @@ class ProbeSession:
                 continue
             for kind, store in (("param", module._parameters), ("buffer", module._buffers)):
                 for name, t in store.items():
-                    if t is not None and self.sig.get((ref, kind, name)) != _signature(t):
+                    last = self.sig.get((ref, kind, name))
+                    if t is not None and not (isinstance(last, _Signature) and last.same(t)):
                         out.append([ref, kind, name, enc.tensor(t)])
                         self.sig[(ref, kind, name)] = _signature(t)
             if self.sig.get((ref, "training", "")) != (module.training,):
@@ -437,8 +438,25 @@ def _tensor(tree: dict, tensors: dict) -> torch.Tensor:
     return tensors[key]
 
 
-def _signature(t: torch.Tensor) -> tuple:
-    return (id(t), t.data_ptr(), t._version, t.dtype, tuple(t.shape), t.requires_grad)
+class _Signature:
+    """What a mirrored tensor was at the last sync: identity, dtype, shape, requires_grad and
+    its values (a copy: edits through ``.data`` bump no version counter)."""
+
+    def __init__(self, t: torch.Tensor):
+        self.meta = (id(t), t.dtype, tuple(t.shape), t.requires_grad)
+        self.values = t.detach().clone()
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, _Signature) and self.meta == other.meta
+                and torch.equal(self.values, other.values))
+
+    def same(self, t: torch.Tensor) -> bool:
+        return (self.meta == (id(t), t.dtype, tuple(t.shape), t.requires_grad)
+                and torch.equal(self.values, t.detach()))
+
+
+def _signature(t: torch.Tensor) -> _Signature:
+    return _Signature(t)
 
 
 def _with_history(value: torch.Tensor, fn_name: str) -> torch.Tensor:
