@@ -424,7 +424,7 @@ class Sandbox:
         if not self.cgroups:
             return self.report
         pids_cg = self.cgroups.get("pids") or next(iter(self.cgroups.values()))
-        for _ in range(50):
+        for _ in range(200):
             left = _procs(pids_cg)
             if not left:
                 break
@@ -559,7 +559,9 @@ def _procs(cgroup: Path) -> list[int]:
 
 
 def _rmdir_cgroup(path: Path) -> None:
-    for _ in range(40):
+    """rmdir, retried for up to 10 s: killed processes leave a cgroup only once reaped, which
+    takes a while after a fork bomb on a busy machine."""
+    for _ in range(200):
         try:
             path.rmdir()
             return
