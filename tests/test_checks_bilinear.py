@@ -4,6 +4,7 @@ Every correct sample must pass every check; every buggy one must fail exactly th
 header names, each with a message that names the concept. lorakit's reference layers pass every
 check except the one that forbids borrowing them.
 """
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,25 @@ NOTEBOOKS = {
     "04_rank_space_shift": (rss, "RSSBilinearLoRA", "rss_lora"),
 }
 CASES = [(folder, s) for folder in NOTEBOOKS for s in load_samples(SAMPLES_DIR / folder)]
+
+# Verdicts the checks of issue 11 give where a sample's header (autograde/, not ours) is older:
+# applied only while the header still says otherwise.
+HEADER_UPDATES = {
+    # a broadcast that handles (B, in) and (1, T, in) only is charged once, by the shapes cell
+    # (check_update judges the formula on the inputs the layer handles)
+    ("03_bilinear_conditioning", "bug_bare_broadcast"): ("partial", ["shapes", "per-sample conditioning"]),
+    ("04_rank_space_shift", "bug_bare_broadcast"): ("partial", ["shapes", "per-sample conditioning"]),
+    # 04's contract does not allow merging in place: the merge is for one p, and the layer it was
+    # given is then wrong for every other p
+    ("04_rank_space_shift", "correct_linear_modules"): ("partial", ["merge"]),
+}
+
+
+def current(folder, sample):
+    if (folder, sample.name) in HEADER_UPDATES:
+        expect, fails = HEADER_UPDATES[folder, sample.name]
+        return dataclasses.replace(sample, expect=expect, fails=fails)
+    return sample
 
 
 def compile_sample(folder, sample):
@@ -59,10 +79,10 @@ def test_sample_verdicts(folder, sample):
     cls, merge_fn = compile_sample(folder, sample)
     results = verdicts(folder, cls, merge_fn)
     known = set(NOTEBOOKS[folder][0].CHECKS) | {"merge", "not reference"}
-    assert_verdicts_match_header(sample, results, known)
+    assert_verdicts_match_header(current(folder, sample), results, known)
 
 
-@pytest.mark.parametrize("folder,sample", [c for c in CASES if c[1].fails],
+@pytest.mark.parametrize("folder,sample", [(f, s) for f, s in CASES if current(f, s).fails],
                          ids=lambda c: getattr(c, "name", c))
 def test_failure_messages_teach(folder, sample):
     assert_messages_teach(verdicts(folder, *compile_sample(folder, sample)))
@@ -151,3 +171,185 @@ def test_specific_diagnoses():
     assert "square" in m["rank-space shift"]
     m = msgs("04_rank_space_shift", "bug_shift_unscaled")
     assert "shift B S p is not multiplied by scaling" in m["scaling"]
+
+
+# --- behaviour beyond one forward call: a matrix of buggy variants ------------------------------
+
+class Bilinear(nn.Module):
+    """A correct BilinearLoRALinear (RSS with shift=True) written like a student's."""
+    shift = False
+
+    def __init__(self, base_layer, cond_dim, rank=4, alpha=1):
+        super().__init__()
+        self.base_layer = base_layer.requires_grad_(False)
+        self.scaling = alpha / rank
+        self.A = nn.Parameter(torch.randn(rank, base_layer.in_features) * 0.1)
+        self.B = nn.Parameter(torch.zeros(base_layer.out_features, rank))
+        self.C = nn.Parameter(torch.randn(rank, cond_dim) * 0.1)
+        if self.shift:
+            self.S = nn.Parameter(torch.randn(rank, cond_dim) * 0.1)
+
+    def gate(self, p, h):
+        view = (p.shape[0],) + (1,) * (h.dim() - 2) + (h.shape[-1],)
+        g = (p @ self.C.T).view(view)
+        return g, ((p @ self.S.T).view(view) if self.shift else 0)
+
+    def base(self, x):
+        return self.base_layer(x)
+
+    def forward(self, x, p):
+        h = x @ self.A.T
+        g, sh = self.gate(p, h)
+        return self.base(x) + self.scaling * (h * g + sh) @ self.B.T
+
+
+class RSS(Bilinear):
+    shift = True
+
+
+def new_merge(layer, p):
+    with torch.no_grad():
+        base = layer.base_layer
+        merged = nn.Linear(base.in_features, base.out_features, bias=True)
+        merged.weight.copy_(base.weight + layer.scaling * layer.B @ ((layer.C @ p)[:, None] * layer.A))
+        b = torch.zeros(base.out_features) if base.bias is None else base.bias
+        if layer.shift:
+            b = b + layer.scaling * layer.B @ (layer.S @ p)
+        merged.bias.copy_(b)
+        if not layer.shift and base.bias is None:
+            merged.bias = None
+    return merged
+
+
+def in_place_merge(layer, p):
+    merged = new_merge(layer, p)
+    with torch.no_grad():
+        layer.base_layer.weight.copy_(merged.weight)
+        if merged.bias is not None:
+            if layer.base_layer.bias is None:
+                layer.base_layer.bias = nn.Parameter(merged.bias.clone(), requires_grad=False)
+            else:
+                layer.base_layer.bias.copy_(merged.bias)
+    return layer.base_layer
+
+
+def variant(base_cls, name, **methods):
+    return type(name, (base_cls,), methods)
+
+
+def eval_skips(self, x, p):
+    return base_cls_forward(self, x, p) if self.training else self.base_layer(x)
+
+
+def base_cls_forward(self, x, p):
+    return (RSS if self.shift else Bilinear).forward(self, x, p)
+
+
+def _eval_gate_cache(self, p, h):
+    if self.training:
+        self._g = None
+    elif getattr(self, "_g", None) is None:
+        self._g = Bilinear.gate(self, p, h)
+    return Bilinear.gate(self, p, h) if self.training else self._g
+
+
+def _gate_cache_same_p(self, p, h):
+    if getattr(self, "_p", None) is not p:
+        self._p, self._g = p, Bilinear.gate(self, p, h)
+    return self._g
+
+
+def _base_no_grad(self, x):
+    with torch.no_grad():
+        return self.base_layer(x)
+
+
+def _p_detached(self, p, h):
+    return Bilinear.gate(self, p.detach(), h)
+
+
+def merge_writes_base_returns_copy(layer, p):
+    import copy
+    in_place_merge(layer, p)
+    return copy.deepcopy(layer.base_layer)
+
+
+def merge_in_place_scales_B(layer, p):
+    merged = in_place_merge(layer, p)
+    with torch.no_grad():
+        layer.B.mul_(2)
+    return merged
+
+
+def merge_needs_bias(layer, p):
+    merged = new_merge(layer, p)
+    layer.base_layer.bias.clone()
+    return merged
+
+
+def merge_shift_unscaled(layer, p):
+    merged = new_merge(layer, p)
+    with torch.no_grad():
+        merged.bias += layer.B @ (layer.S @ p) * (1 - layer.scaling)
+    return merged
+
+
+B03, B04 = "03_bilinear_conditioning", "04_rank_space_shift"
+BEHAVIOUR = {  # name: (folder, class, merge, {failing check: key}, words a message uses)
+    "03 correct, new merged layer": (B03, Bilinear, new_merge, {}, ""),
+    "03 correct, in-place merge (allowed in 03)": (B03, Bilinear, in_place_merge, {}, ""),
+    "04 correct, new merged layer": (B04, RSS, new_merge, {}, ""),
+    "04 in-place merge (not allowed in 04)": (B04, RSS, in_place_merge,
+                                              {"merge": "rss.merge_leaves_layer"}, "every other p"),
+    "03 adapter skipped in eval mode": (B03, variant(Bilinear, "E", forward=eval_skips), new_merge,
+                                        {"update": "bilinear.eval_mode"}, "adapter is skipped"),
+    "04 gate cached in eval mode": (B04, variant(RSS, "G", gate=_eval_gate_cache), new_merge,
+                                    {"update": "rss.stale_state"}, "new values"),
+    "03 gate cached for a repeated p": (B03, variant(Bilinear, "P", gate=_gate_cache_same_p),
+                                        new_merge, {"update": "bilinear.stale_state",
+                                                    "gradients": "bilinear.gradients",
+                                                    "gradient gating": "bilinear.gradient_gating"},
+                                        "new values"),
+    "03 base path under no_grad": (B03, variant(Bilinear, "N", base=_base_no_grad), new_merge,
+                                   {"gradients": "bilinear.input_gradient",
+                                    "gradient gating": "bilinear.gradient_gating"}, "detached"),
+    "04 p detached": (B04, variant(RSS, "D", gate=_p_detached), new_merge,
+                      {"gradients": "rss.condition_gradient", "gradient gating": "rss.gradient_gating"},
+                      "condition p"),
+    "03 merge writes into base_layer, returns a copy": (
+        B03, Bilinear, merge_writes_base_returns_copy, {"merge": "bilinear.merge_leaves_layer"},
+        "counts the update twice"),
+    "03 in-place merge that also changes the adapter": (
+        B03, Bilinear, merge_in_place_scales_B, {"merge": "bilinear.merge_leaves_layer"}, "['B']"),
+    "03 merge crashes on a bias-free base": (B03, Bilinear, merge_needs_bias,
+                                             {"merge": "bilinear.merge_crash"}, "has no bias"),
+    "04 merge: the shift's bias unscaled": (B04, RSS, merge_shift_unscaled,
+                                            {"merge": "rss.merge_function"}, "needs the scaling"),
+}
+
+
+@pytest.mark.parametrize("name", list(BEHAVIOUR))
+def test_behaviour_variants(name):
+    folder, cls, merge_fn, want, words = BEHAVIOUR[name]
+    checks = NOTEBOOKS[folder][0]
+    failures = {}
+    for check_name, check in dict(checks.CHECKS, merge=lambda c: checks.check_merge(c, merge_fn)).items():
+        try:
+            check(cls)
+        except CheckFailure as e:
+            failures[check_name] = e
+    assert {n: e.key for n, e in failures.items()} == want, {n: str(e) for n, e in failures.items()}
+    assert not failures or any(words in str(e) for e in failures.values()), failures
+
+
+def test_every_failure_of_the_samples_has_a_concept_key():
+    for folder, sample in CASES:
+        checks = NOTEBOOKS[folder][0]
+        topic = "bilinear" if checks is bilinear else "rss"
+        cls, merge_fn = compile_sample(folder, sample)
+        named = dict(checks.CHECKS, merge=lambda c: checks.check_merge(c, merge_fn or new_merge))
+        for name, check in named.items():
+            try:
+                check(cls)
+            except CheckFailure as e:
+                assert e.key and e.key.startswith(topic + "."), (sample.name, name, e.key, str(e))

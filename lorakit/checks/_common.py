@@ -11,12 +11,16 @@ Generic helpers that are not part of ``_probe`` (which the grading pipeline owns
 - :func:`handles` runs a forward on an input of a *secondary* shape and returns None when the
   layer crashes or returns the wrong shape there: that is the shapes check's business, so a
   check about another concept skips that input instead of charging the shape bug again.
+- :func:`check_layer_after_merge`: after ``merge(layer)`` the given layer computes what it
+  computed, or — only where the contract allows merging in place into ``layer.base_layer`` and
+  the merge returned that very module — the merged base plus its unchanged adapter.
 - :func:`check_training_steps`: a few SGD steps, and after each, the layer must compute (train
   and eval mode) and differentiate exactly like a freshly built layer given the same parameters
   — so nothing forward uses may be cached across calls.
 """
 from __future__ import annotations
 
+import contextvars
 import functools
 from typing import Callable
 
@@ -26,20 +30,45 @@ from torch import nn
 from ._probe import CheckFailure, TimedOut, call, close, fail, trainable
 
 
+TOPIC: contextvars.ContextVar[str] = contextvars.ContextVar("topic", default="checks")
+
+
+def concept_key(concept: str) -> str:
+    """``<topic>.<concept>`` for the check that is running (its topic set by :func:`keyed`)."""
+    return f"{TOPIC.get()}.{concept}"
+
+
 def keyed(key: str):
-    """Decorator: a keyless CheckFailure raised inside the check gets ``key``."""
+    """Decorator: a keyless CheckFailure raised inside the check gets ``key``; while the check
+    runs, :func:`concept_key` names concepts of ``key``'s topic."""
     def wrap(check):
         @functools.wraps(check)
         def run(*args, **kwargs):
+            token = TOPIC.set(key.split(".", 1)[0])
             try:
                 return check(*args, **kwargs)
             except CheckFailure as e:
                 if getattr(e, "key", None) is None:
                     e.key = key
                 raise
+            finally:
+                TOPIC.reset(token)
         run.key = key
         return run
     return wrap
+
+
+def with_concept(concept: str, fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)``; a keyless failure gets :func:`concept_key` (``concept``), a
+    time-out ``<topic>.timeout``."""
+    try:
+        return fn(*args, **kwargs)
+    except TimedOut as e:
+        e.key = e.key or concept_key("timeout")
+        raise
+    except CheckFailure as e:
+        e.key = e.key or concept_key(concept)
+        raise
 
 
 def rekey(key: str, fn: Callable) -> Callable:
@@ -147,3 +176,55 @@ def check_training_steps(layer: nn.Module, fresh: Callable[[], nn.Module],
                       else f"largest difference {max_diff(g, g_ref)}") + ". " + hint, key=key)
         opt.step()
     layer.train()
+
+
+# --- what a merge may do to the layer it was given ----------------------------------------------
+
+MERGE_RULE = ("Either build a new nn.Linear and leave layer as it was, or update layer.base_layer "
+              "in place and return that very module (then layer is spent: its base holds the "
+              "update).")
+
+
+def check_layer_after_merge(layer, merged, name, x, before, base_only, params0, *,
+                            run, in_place_ok: bool, key: str, what: str,
+                            not_in_place: str = "") -> None:
+    """The given layer computes what it computed — or, after a documented in-place merge (the
+    result *is* layer.base_layer, where the contract allows it), the merged layer plus its
+    unchanged adapter (or exactly what it computed, if the merge also switched the adapter off)."""
+    try:
+        with torch.no_grad():
+            now = run(layer)
+    except TimedOut:
+        raise
+    except AssertionError as e:
+        fail(f"After your {name}, the layer it was given no longer runs.", f"{e}", key=key)
+    if close(now, before):
+        return
+    changed = [n for n, p in layer.named_parameters()
+               if n not in params0 or p.shape != params0[n].shape
+               or not torch.equal(p.detach(), params0[n])]
+    changed_txt = f" Parameters it changed: {changed}." if changed else ""
+    in_place = merged is getattr(layer, "base_layer", None)
+    if in_place and in_place_ok:
+        changed = [n for n in changed if not n.startswith("base_layer.")]
+        changed_txt = f" Parameters besides the base that it changed: {changed}." if changed else ""
+        with torch.no_grad():
+            spent = merged(x) + (before - base_only)
+        if close(now, spent):
+            return
+        fail(f"Your {name} merged into layer.base_layer in place (allowed), but it also changed the "
+             "rest of the layer.", f"Afterwards {what} is neither what it computed before nor the "
+             f"merged layer plus the unchanged adapter.{changed_txt}", key=key)
+    if in_place:
+        fail(f"Your {name} must leave the layer it was given unchanged{not_in_place}.",
+             f"It updated layer.base_layer in place and returned it; afterwards {what} differs "
+             f"from before by up to {max_diff(now, before)}.{changed_txt} Build a new nn.Linear "
+             "from copies (or merge a copy.deepcopy(layer)).", key=key)
+    base_hit = any(n.startswith("base_layer.") for n in changed)
+    fail(f"Your {name} returned a new layer but also changed the layer it was given.",
+         f"Afterwards {what} differs from before by up to {max_diff(now, before)}.{changed_txt}"
+         + (" It wrote into layer.base_layer, which layer keeps using, so layer now counts the "
+            "update twice. " if base_hit else " ")
+         + (MERGE_RULE if in_place_ok else
+            "Build the new nn.Linear from copies (base.weight + ..., .clone()) and leave layer "
+            "as it was."), key=key)

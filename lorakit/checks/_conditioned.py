@@ -26,8 +26,14 @@ import torch
 from torch import nn
 
 from . import _probe
+from ._common import (check_layer_after_merge, check_training_steps, concept_key, copy_trainable, handles, keyed,
+                      max_diff, with_concept)
 from ._probe import (BigIntermediates, CheckFailure, TimedOut, build, call, close, fail,
-                     find_base, make_base, randn, randomize_adapters, trainable)
+                     make_base, randn, randomize_adapters, trainable)
+
+
+def find_base(layer: nn.Module) -> nn.Linear:
+    return with_concept("base_layer", _probe.find_base, layer)
 
 # Probe layers: non-square, with in, out, rank and cond_dim pairwise different (and 2*rank
 # different from all of them), so every adapter matrix has a shape of its own.
@@ -39,7 +45,14 @@ class Variant:
     """Which layer a set of checks is about."""
     cls_name: str       # the contract's class name, used in messages
     shift: bool         # True for RSS: y = base + s B((Ax ⊙ Cp) + Sp)
+    topic: str          # the first part of the concept keys: "bilinear.update", ...
+    # the notebook allows merging in place into layer.base_layer (then layer is spent: its
+    # base holds the update for that p); otherwise the given layer must be left unchanged
+    merge_in_place: bool = False
     merge_name: str = "merge_conditioned"
+
+    def key(self, concept: str) -> str:
+        return f"{self.topic}.{concept}"
 
     @property
     def formula(self) -> str:
@@ -54,8 +67,9 @@ class Variant:
         return rank * (in_f + out_f + cond * (2 if self.shift else 1))
 
 
-BILINEAR = Variant("BilinearLoRALinear", shift=False)
-RSS = Variant("RSSBilinearLoRA", shift=True)
+# 03's notebook says "update layer.base_layer in place or build a new layer"; 04's does not
+BILINEAR = Variant("BilinearLoRALinear", shift=False, topic="bilinear", merge_in_place=True)
+RSS = Variant("RSSBilinearLoRA", shift=True, topic="rss")
 
 
 # --- building, calling ----------------------------------------------------------------------
@@ -63,19 +77,25 @@ RSS = Variant("RSSBilinearLoRA", shift=True)
 def make_layer(cls, variant: Variant, in_f=IN, out_f=OUT, rank=RANK, cond=COND, alpha=1.0,
                bias=True, seed=0, random=True) -> nn.Module:
     base = make_base(in_f, out_f, bias=bias, seed=seed)
-    layer = build(cls, base, seed=seed, cond_dim=cond, rank=rank, alpha=alpha)
+    layer = with_concept("construct", build, cls, base, seed=seed, cond_dim=cond, rank=rank,
+                         alpha=alpha)
     if random:
         randomize_adapters(layer, seed=seed + 1)
     return layer
 
 
 def forward(layer: nn.Module, x: torch.Tensor, p: torch.Tensor, in_f: int, out_f: int) -> torch.Tensor:
-    """layer(x, p) with a time limit; a crash or a non-tensor result becomes a CheckFailure."""
+    """layer(x, p) with a time limit; a crash or a non-tensor result becomes a CheckFailure
+    (key ``<topic>.forward_crash``, ``<topic>.timeout``)."""
+    return with_concept("forward_crash", _forward, layer, x, p, in_f, out_f)
+
+
+def _forward(layer, x, p, in_f, out_f):
     what = (f"Forward on x of shape {tuple(x.shape)} and p of shape {tuple(p.shape)} "
             f"({in_f}->{out_f} layer)")
     if type(layer) in _probe._hung:
         fail(f"{what} was not run: an earlier call to this forward took longer than "
-             f"{_probe.STEP_SECONDS} s. Is there an endless loop?")
+             f"{_probe.STEP_SECONDS} s. Is there an endless loop?", key=concept_key("timeout"))
     try:
         y = call(layer, x, p, what=what)
     except TimedOut:
@@ -98,7 +118,7 @@ def update(layer, x, p, in_f, out_f) -> torch.Tensor:
     if tuple(y.shape) != tuple(want):
         fail(f"Wrong output shape: for x of shape {tuple(x.shape)} and p of shape "
              f"{tuple(p.shape)} the layer must return {tuple(want)}, got {tuple(y.shape)}.",
-             BROADCAST_HINT)
+             BROADCAST_HINT, key=concept_key("shapes"))
     return y - find_base(layer)(x)
 
 
@@ -152,6 +172,10 @@ def _shapes(layer) -> str:
 
 def find_AB(layer: nn.Module, in_f=IN, out_f=OUT, rank=RANK) -> tuple[Factor, Factor]:
     """A (r, in) and B (out, r) among the trainable parameters, by shape, either orientation."""
+    return with_concept("adapters", _find_AB, layer, in_f, out_f, rank)
+
+
+def _find_AB(layer, in_f, out_f, rank):
     A = B = None
     for _, p in trainable(layer):
         shape = tuple(p.shape)
@@ -178,6 +202,10 @@ def find_cond_factors(layer: nn.Module, variant: Variant, in_f=IN, out_f=OUT, ra
     Call on a layer whose adapters are random (B != 0): S is the (r, cond) matrix that still
     matters at x = 0.
     """
+    return with_concept("adapters", _find_cond_factors, layer, variant, in_f, out_f, rank, cond)
+
+
+def _find_cond_factors(layer, variant, in_f, out_f, rank, cond):
     assert len({in_f, out_f, rank, cond, 2 * rank}) == 5, "probe dims must be pairwise different"
     A, B = find_AB(layer, in_f, out_f, rank)
     cands: list[Factor] = []
@@ -262,12 +290,13 @@ def check_shapes(cls, v: Variant) -> None:
             raise
         except CheckFailure as e:
             if BROADCAST_HINT in str(e):
-                raise
-            fail(f"{e}", BROADCAST_HINT)
+                fail(f"{e}", key=v.key("shapes"))
+            fail(f"{e}", BROADCAST_HINT, key=v.key("shapes"))
         want = shape[:-1] + (OUT,)
         if tuple(y.shape) != want:
             fail(f"Wrong output shape: for x of shape {shape} and p of shape {tuple(p.shape)} "
-                 f"a {IN}->{OUT} layer must return {want}, got {tuple(y.shape)}.", BROADCAST_HINT)
+                 f"a {IN}->{OUT} layer must return {want}, got {tuple(y.shape)}.", BROADCAST_HINT,
+                 key=v.key("shapes"))
 
 
 def check_per_sample(cls, v: Variant) -> None:
@@ -283,7 +312,8 @@ def check_per_sample(cls, v: Variant) -> None:
                 fail("Each sample must be modulated by its own condition: the output for sample "
                      "b may depend on p[b] only.",
                      f"x of shape {shape}, p of shape {tuple(p.shape)}: sample {b} run alone "
-                     f"gives a different output than inside the batch. " + BROADCAST_HINT)
+                     f"gives a different output than inside the batch. " + BROADCAST_HINT,
+                     key=v.key("per_sample"))
 
 
 def check_frozen(cls, v: Variant, in_f=IN, out_f=OUT, rank=RANK, cond=COND) -> None:
@@ -293,7 +323,7 @@ def check_frozen(cls, v: Variant, in_f=IN, out_f=OUT, rank=RANK, cond=COND) -> N
     unfrozen = [n for n, p in base.named_parameters() if p.requires_grad]
     if unfrozen:
         fail("The pretrained layer must be frozen: only the adapter trains.",
-             f"base_layer parameters that still require grad: {unfrozen}")
+             f"base_layer parameters that still require grad: {unfrozen}", key=v.key("frozen"))
     n = sum(p.numel() for _, p in trainable(layer))
     want = v.n_params(in_f, out_f, rank, cond)
     if n != want:
@@ -302,7 +332,7 @@ def check_frozen(cls, v: Variant, in_f=IN, out_f=OUT, rank=RANK, cond=COND) -> N
                 else "A (r x in), B (out x r), C (r x cond_dim)")
         fail(f"{v.cls_name} trains exactly {terms} = {want} parameters for a {in_f}->{out_f} "
              f"layer with rank={rank}, cond_dim={cond} ({mats}, no biases); your layer trains {n}.",
-             f"trainable parameters: {_shapes(layer)}")
+             f"trainable parameters: {_shapes(layer)}", key=v.key("param_count"))
 
 
 def check_identity_at_init(cls, v: Variant) -> None:
@@ -428,17 +458,45 @@ def _update_diagnosis(layer, f: CondFactors, v: Variant, alpha: float, rank: int
 
 
 def check_update(cls, v: Variant) -> None:
-    """With random adapters: y = base(x) + (alpha/r) B((Ax) ⊙ (Cp) [+ Sp]) for 2-D to 4-D x."""
+    """With random adapters: y = base(x) + (alpha/r) B((Ax) ⊙ (Cp) [+ Sp]) — first for x of
+    shape (1, T, in), then (B, in), (B, T, in), (B, T, U, in) where the layer handles them (a
+    shape it does not handle is check_shapes's business) — in train and in eval mode, and after
+    the parameters change in eval mode (nothing cached)."""
     alpha = 3.0
     layer = make_layer(cls, v, alpha=alpha, seed=17)
     f = find_cond_factors(layer, v)
-    for shape in [(4, IN), (2, 3, IN), (2, 2, 3, IN)]:
+    for k, shape in enumerate([(1, 5, IN), (4, IN), (2, 3, IN), (2, 2, 3, IN)]):
         x = randn(*shape, seed=18)
         p = cond_batch(x, seed=19)
-        got = update(layer, x, p, IN, OUT)
+        run = lambda: update(layer, x, p, IN, OUT)  # noqa: E731
+        got = run() if k == 0 else handles(run, tuple(shape[:-1]) + (OUT,))
+        if got is None:
+            continue
         if not close(got, expected_update(f, x, p, alpha / RANK)):
             fail(f"With non-zero adapters the layer must compute {v.formula}.",
-                 f"x of shape {shape}. " + _update_diagnosis(layer, f, v, alpha, RANK))
+                 f"x of shape {shape}. " + _update_diagnosis(layer, f, v, alpha, RANK),
+                 key=v.key("update"))
+    x, p = randn(1, 5, IN, seed=18), randn(1, COND, seed=19)
+    layer.eval()
+    try:
+        got, want = update(layer, x, p, IN, OUT), expected_update(f, x, p, alpha / RANK)
+        if not close(got, want):
+            why = ("In eval mode it returns base(x) alone: the adapter is skipped. The layer has "
+                   "no train-only part, so a trained adapter must act at inference."
+                   if close(got, torch.zeros_like(got)) else
+                   f"Largest difference from {v.formula}: {max_diff(got, want)}.")
+            fail(f"After layer.eval() the layer must compute what it computes in train mode: "
+                 f"{v.formula}.", why, key=v.key("eval_mode"))
+        randomize_adapters(layer, seed=20)  # new values while in eval mode (a loaded checkpoint)
+        got, want = update(layer, x, p, IN, OUT), expected_update(f, x, p, alpha / RANK)
+        if not close(got, want):
+            fail("After the adapter's parameters change (here in eval mode, as when a checkpoint "
+                 "is loaded), the next forward must use the new values.",
+                 f"largest difference from {v.formula} with the new parameters: "
+                 f"{max_diff(got, want)}. Does forward cache a gate, a shift or a product from "
+                 "an earlier call?", key=v.key("stale_state"))
+    finally:
+        layer.train()
 
 
 def check_column_space(cls, v: Variant) -> None:
@@ -510,7 +568,9 @@ def check_low_rank_order(cls, v: Variant) -> None:
 
 
 def check_gradients(cls, v: Variant) -> None:
-    """At init B gets a gradient; with non-zero adapters every factor does; the base never."""
+    """At init B gets a gradient; with non-zero adapters every factor does, and so do x and p
+    (directional derivatives against central differences); the base never; and a few optimizer
+    steps later the layer still computes and differentiates like a freshly built one."""
     layer = make_layer(cls, v, random=False, seed=32)
     base = find_base(layer)
     x, p = randn(1, 6, IN, seed=33), randn(1, COND, seed=34)
@@ -532,17 +592,82 @@ def check_gradients(cls, v: Variant) -> None:
              + ("(A x) ⊙ (C p) + S p: if C and S (or A and S) start at zero it is zero too, and "
                 "nothing ever moves. Start B at zero and A, C and S at random values." if v.shift
                 else "(A x) ⊙ (C p): if A or C starts at zero it is zero too, and nothing ever "
-                "moves. Start B at zero and A and C at random values."))
+                "moves. Start B at zero and A and C at random values."), key=v.key("init_gradient"))
     randomize_adapters(layer, seed=36)
     backward()
     still = [name for name, q in trainable(layer) if not moved(q.grad)]
     if still:
         fail(f"Once B is non-zero, the loss must send a gradient to every adapter matrix; "
              f"{', '.join(still)} got none. Is it part of the computation that forward returns "
-             "(and not detached)?")
+             "(and not detached)?", key=v.key("gradients"))
     leaked = [n for n, q in base.named_parameters() if q.grad is not None]
     if leaked:
-        fail("Gradients must never reach the frozen base layer.", f"base parameters with a grad: {leaked}")
+        fail("Gradients must never reach the frozen base layer.",
+             f"base parameters with a grad: {leaked}", key=v.key("frozen"))
+    _check_input_gradients(layer, v)
+    _check_steps(cls, v)
+
+
+def _check_input_gradients(layer, v: Variant) -> None:
+    """dL/dx and dL/dp, for L = Σ g·layer(x, p), against central differences along a few random
+    directions (float32, step 1e-2; exact for the contract's layer, which is affine in x and in p
+    separately; tolerance 1e-3 of the scale): the layers before this one, and whatever produces
+    p, learn through these gradients."""
+    x = randn(1, 6, IN, seed=50).requires_grad_(True)
+    p = randn(1, COND, seed=51).requires_grad_(True)
+    g = randn(1, 6, OUT, seed=52)
+    y = forward(layer, x, p, IN, OUT)
+    call((y * g).sum().backward, what="Backward through your layer")
+    grads = {"x": x.grad, "p": p.grad}
+    x, p = x.detach(), p.detach()
+
+    def loss(xx, pp) -> float:
+        with torch.no_grad():
+            return (forward(layer, xx, pp, IN, OUT).double() * g.double()).sum().item()
+
+    eps = 1e-2
+    for name, t in (("x", x), ("p", p)):
+        got_all = grads[name]
+        what = ("the input x: the layers before this one learn through it. Is the base path "
+                "computed under torch.no_grad() or detached? Freeze the base *weights* "
+                "(requires_grad=False) instead." if name == "x" else
+                "the condition p: whatever produces p (an encoder of the operating condition, "
+                "say) learns through it. Is the gate C p (or p itself) detached?")
+        if got_all is None or got_all.abs().max() == 0:
+            fail(f"The loss must send a gradient back to {what}",
+                 f"dL/d{name}: " + ("None" if got_all is None else "all zeros"),
+                 key=v.key("input_gradient" if name == "x" else "condition_gradient"))
+        for k in range(3):
+            u = randn(*t.shape, seed=60 + k + (10 if name == "p" else 0))
+            plus = (x + eps * u, p) if name == "x" else (x, p + eps * u)
+            minus = (x - eps * u, p) if name == "x" else (x, p - eps * u)
+            want = (loss(*plus) - loss(*minus)) / (2 * eps)
+            got = (got_all.double() * u.double()).sum().item()
+            if abs(got - want) > 1e-3 * (1 + abs(want)):
+                fail(f"The gradient with respect to {name} does not match how the output changes "
+                     f"with {name}: part of the path from {name} to the output is detached or "
+                     "computed under no_grad.",
+                     f"along a random direction u: autograd's dL/d{name}·u = {got:.5g}, central "
+                     f"differences give {want:.5g}",
+                     key=v.key("input_gradient" if name == "x" else "condition_gradient"))
+
+
+def _check_steps(cls, v: Variant, alpha: float = 2.0, seed: int = 53) -> None:
+    """Three SGD steps; after each, the layer agrees with a freshly built one holding the same
+    parameters (outputs in train and eval mode, gradients), for two conditions in one batch."""
+    layer = make_layer(cls, v, alpha=alpha, seed=seed)
+    x, p = randn(2, 4, IN, seed=seed + 2), randn(2, COND, seed=seed + 3)
+    target = randn(2, 4, OUT, seed=seed + 4)
+    shape = (2, 4, OUT)
+    if handles(lambda: forward(layer, x, p, IN, OUT), shape) is None:
+        x, p, target = x[:1], p[:1], target[:1]  # (B, T, in) with B > 1 is check_shapes's business
+
+    def fresh():
+        return with_concept("construct", build, cls, make_base(IN, OUT, seed=seed), seed=seed,
+                            cond_dim=COND, rank=RANK, alpha=alpha)
+
+    check_training_steps(layer, fresh, lambda m: forward(m, x, p, IN, OUT), target,
+                         key=v.key("stale_state"))
 
 
 def check_gradient_gating(cls, v: Variant) -> None:
@@ -607,80 +732,133 @@ def check_gradient_gating(cls, v: Variant) -> None:
              "detached, or computed with a custom backward?")
 
 
+def _merge_diagnosis(v: Variant, merged, after, base_only, base_w, base_b, snap, p) -> str:
+    """Why the merged layer's output is wrong; names only what it compared."""
+    if close(after, base_only):
+        return "The merged layer equals the base layer alone: the update was not added."
+    mw = merged.weight.detach()
+    mb = torch.zeros(OUT) if merged.bias is None else merged.bias.detach()
+    if snap is None:
+        return "Its output differs from the layer's for that p."
+    s = 2.0 / RANK
+    A, B, C, S = snap
+    cp = C @ p
+    W_right = base_w + s * B @ (cp[:, None] * A)
+    b_base = torch.zeros(OUT) if base_b is None else base_b
+    shift = s * B @ (S @ p) if S is not None else torch.zeros(OUT)
+    b_right = b_base + shift
+    w_ok, b_ok = close(mw, W_right), close(mb, b_right)
+    if w_ok and b_ok:
+        return ("Its weight W + scaling * B diag(C p) A and its bias are both right, yet its "
+                "output differs: does the returned module compute x Wᵀ + b as nn.Linear does?")
+    if not w_ok:
+        if close(mw, base_w + s * B @ A):
+            why = ("Its weight is W + scaling * B A: the gate is missing. For one condition the "
+                   "update is the matrix scaling * B diag(C p) A.")
+        elif close(mw, base_w + s * B @ ((1 + cp)[:, None] * A)):
+            why = "Its weight uses diag(1 + C p): the gate is C p."
+        elif close(mw, base_w + B @ (cp[:, None] * A)):
+            why = "Its weight is W + B diag(C p) A: the scaling alpha/rank is missing."
+        elif close(mw, base_w):
+            why = "Its weight is the base weight W: the gated update is missing from it."
+        else:
+            why = (f"Its weight differs from W + scaling * B diag(C p) A (shape (out, in)) by up "
+                   f"to {max_diff(mw, W_right)}: check the gate, the scaling and the order of the "
+                   "factors.")
+        return why + (" Its bias is right." if b_ok else " Its bias is wrong too.")
+    # the weight is right, the bias is not
+    if v.shift and close(mb, b_base):
+        return ("Its weight is right but the shift is missing from the bias: for a fixed p, "
+                "scaling * B S p is a constant added to every output — a conditional bias"
+                + (" — and the base layer has no bias here, so the merged layer needs one of "
+                   "its own." if base_b is None else "."))
+    if v.shift and close(mb, b_base + shift / s):
+        return ("Its weight is right, but its bias is b + B S p: the shift needs the scaling "
+                "alpha/rank too, b + scaling * B S p.")
+    return ("Its weight is right, but its bias is not: it must be "
+            + ("b + scaling * B S p" if v.shift else "the base layer's b, unchanged"
+               if base_b is not None else "zero or absent (the base layer has no bias)")
+            + f"; largest difference {max_diff(mb, b_right)}.")
+
+
 def check_merge(cls, merge_fn: Callable, v: Variant) -> None:
     """merge_fn(layer, p) returns an nn.Linear computing layer(x, p) for that p; bias kept
-    (RSS: the shift goes into the bias, created when the base has none); no autograd history."""
+    (RSS: the shift goes into the bias, created when the base has none); no autograd history.
+    The given layer still computes what it computed, for every condition — or, where the
+    notebook allows merging in place (03), the merge returned layer.base_layer itself and the
+    layer is its merged base plus its unchanged adapter."""
     name = getattr(merge_fn, "__name__", "merge")
+    pending = []  # what the merge did to the given layer: judged once the merged layers are
     for bias in (True, False):
         for k, p_scale in enumerate((1.0, -2.0)):
             layer = make_layer(cls, v, alpha=2.0, bias=bias, seed=43 + k)
             p = randn(COND, seed=44 + k, scale=p_scale)
+            p_other = randn(COND, seed=46 + k)
             x = randn(1, 6, IN, seed=45)
+            where = "" if bias else " on a base layer without bias"
+
+            def both(m, x=x, p=p, p_other=p_other):  # at the merge's p and at another condition
+                return torch.cat([forward(m, x, p[None], IN, OUT),
+                                  forward(m, x, p_other[None], IN, OUT)])
+
             with torch.no_grad():
-                before = forward(layer, x, p[None], IN, OUT).detach().clone()
+                before_both = both(layer).detach().clone()
+                before = before_both[:1]
                 base = find_base(layer)
                 base_w = base.weight.detach().clone()
                 base_b = None if base.bias is None else base.bias.detach().clone()
                 base_only = base(x).detach().clone()
             try:
-                merged = call(merge_fn, layer, p.clone(), what=f"{name}(layer, p) with p of shape ({COND},)"
-                              + ("" if bias else " on a base layer without bias"))
+                f = find_cond_factors(layer, v)
+                snap = (f.A.value.clone(), f.B.value.clone(), f.C.value.clone(),
+                        None if f.S is None else f.S.value.clone())
+            except CheckFailure:
+                snap = None  # the factors' shapes are check_frozen's business
+            params0 = {n: q.detach().clone() for n, q in layer.named_parameters()}
+            try:
+                merged = call(merge_fn, layer, p.clone(),
+                              what=f"{name}(layer, p) with p of shape ({COND},){where}")
             except TimedOut:
                 raise
             except CheckFailure as e:
-                hint = (" The base layer has no bias here: create one for the shift, "
-                        "e.g. a new nn.Linear(in, out, bias=True)." if v.shift and not bias else "")
-                fail(f"Your {name} crashed.{hint}", f"{e}")
+                hint = ("" if bias else
+                        " The base layer has no bias here (base_layer.bias is None): "
+                        + ("the shift scaling * B S p still needs one, so give the merged layer "
+                           "its own, e.g. a new nn.Linear(in, out, bias=True)." if v.shift else
+                           "fold the update into the weight only, and give the merged layer no "
+                           "bias."))
+                fail(f"Your {name} crashed{where}.{hint}", f"{e}", key=v.key("merge_crash"))
             if not isinstance(merged, nn.Linear):
-                fail(f"{name} must return an nn.Linear, got {type(merged).__name__}.")
+                fail(f"Your {name} must return an nn.Linear, got {type(merged).__name__}.",
+                     key=v.key("merge_type"))
             if (merged.in_features, merged.out_features) != (IN, OUT):
                 fail(f"The merged layer must map {IN} -> {OUT} features, got "
-                     f"{merged.in_features} -> {merged.out_features}.")
+                     f"{merged.in_features} -> {merged.out_features}.", key=v.key("merge_type"))
             for pname, t in (("weight", merged.weight), ("bias", merged.bias)):
                 if t is not None and t.grad_fn is not None:
                     fail(f"The merged {pname} carries autograd history ({type(t.grad_fn).__name__}): "
-                         "do the merge under torch.no_grad().")
+                         "do the merge under torch.no_grad().", key=v.key("merge_history"))
             if bias and merged.bias is None:
-                fail("The merged layer lost the base layer's bias.")
+                fail("The merged layer lost the base layer's bias.", key=v.key("merge_bias"))
             if v.shift and merged.bias is None:
                 fail("For a fixed p the shift scaling * B S p is a constant vector: it belongs in the "
-                     "bias. When the base layer has none, the merged layer must get one.")
+                     "bias. When the base layer has none, the merged layer must get one.",
+                     key=v.key("merge_bias"))
             with torch.no_grad():
                 after = merged(x)
-            if close(after, before):
-                continue
-            try:
-                f = find_cond_factors(layer, v)
-            except CheckFailure:
+            if not close(after, before):
                 fail("The merged layer must compute exactly what the layer computes for that p.",
-                     f"bias={bias}, p of shape ({COND},): the outputs differ.")
-            s = 2.0 / RANK
-            cp = f.C.value @ p
-            A, B = f.A.value, f.B.value
-            W_right = base_w + s * B @ (cp[:, None] * A)
-            b_right = (torch.zeros(OUT) if base_b is None else base_b)
-            if v.shift:
-                b_right = b_right + s * B @ (f.S.value @ p)
-            mw = merged.weight.detach()
-            mb = torch.zeros(OUT) if merged.bias is None else merged.bias.detach()
-            if close(after, base_only):
-                why = "The merged layer equals the base layer alone: the update was not added."
-            elif close(mw, base_w + s * B @ A):
-                why = ("Its weight is W + scaling * B A: the gate is missing. For one condition the "
-                       "update is the matrix scaling * B diag(C p) A.")
-            elif close(mw, base_w + s * B @ ((1 + cp)[:, None] * A)):
-                why = "Its weight uses diag(1 + C p): the gate is C p."
-            elif not close(mw, W_right):
-                why = ("Its weight differs from W + scaling * B diag(C p) A (shape (out, in)): check "
-                       "the gate, the scaling and the order of the factors.")
-            elif v.shift and close(mb, b_right - s * B @ (f.S.value @ p)):
-                why = ("Its weight is right but the shift is missing from the bias: for a fixed p, "
-                       "scaling * B S p is a constant added to every output — a conditional bias.")
-            else:
-                why = ("Its weight is right but its bias is not: the bias must be b"
-                       + (" + scaling * B S p." if v.shift else " (unchanged)."))
-            fail("The merged layer must compute exactly what the layer computes for that p.",
-                 f"bias={bias}, p of shape ({COND},). {why}")
+                     f"bias={bias}, p of shape ({COND},). "
+                     + _merge_diagnosis(v, merged, after, base_only, base_w, base_b, snap, p),
+                     key=v.key("merge_function"))
+            pending.append((layer, merged, x, before_both, base_only, params0, both))
+    for layer, merged, x, before_both, base_only, params0, both in pending:
+        check_layer_after_merge(
+            layer, merged, name, x, before_both, base_only, params0, run=both,
+            in_place_ok=v.merge_in_place, key=v.key("merge_leaves_layer"),
+            what="layer(x, p) (at the merge's p and at another condition)",
+            not_in_place=(": the merge is for one condition p, so a layer merged in place is "
+                          "wrong for every other p' (it adds the update for p on top of its own)"))
 
 
 def check_not_reference(cls, merge_fn: Callable | None, v: Variant) -> None:

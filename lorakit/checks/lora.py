@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import _probe
-from ._common import check_training_steps, handles, keyed, max_diff, rekey
+from ._common import check_layer_after_merge, check_training_steps, handles, keyed, max_diff, rekey
 from ._probe import TimedOut as _TimedOut
 from ._probe import (BigIntermediates, assert_own_implementation, call, close, effective_delta,
                      fail, make_base, randn, randomize_adapters, run_checks, trainable)
@@ -300,11 +300,6 @@ def _check_steps(cls, alpha: float = 2.0, seed: int = 18) -> None:
 
 # --- merging ------------------------------------------------------------------------------------
 
-MERGE_RULE = ("Either build a new nn.Linear and leave layer as it was, or update layer.base_layer "
-              "in place and return that very module (then layer is spent: its base holds the "
-              "update).")
-
-
 def _merge_diagnosis(merged, before, after, base_only, W0, b0, delta) -> str:
     """Why the merged layer's output is wrong; names only what was compared."""
     if close(after, base_only):
@@ -340,57 +335,12 @@ def _merge_diagnosis(merged, before, after, base_only, W0, b0, delta) -> str:
     return why + bias_note
 
 
-def _check_layer_after_merge(layer, merged, name, x, before, base_only, params0, *,
-                             run, in_place_ok: bool, key: str, what: str) -> None:
-    """The given layer computes what it computed — or, after a documented in-place merge (the
-    result *is* layer.base_layer, where the contract allows it), the merged layer plus its
-    unchanged adapter (or exactly what it computed, if the merge also switched the adapter off)."""
-    try:
-        with torch.no_grad():
-            now = run(layer)
-    except _TimedOut:
-        raise
-    except AssertionError as e:
-        fail(f"After {name}, the layer it was given no longer runs.", f"{e}", key=key)
-    if close(now, before):
-        return
-    changed = [n for n, p in layer.named_parameters()
-               if n not in params0 or p.shape != params0[n].shape
-               or not torch.equal(p.detach(), params0[n])]
-    changed_txt = f" Parameters it changed: {changed}." if changed else ""
-    in_place = merged is getattr(layer, "base_layer", None)
-    if in_place and in_place_ok:
-        changed = [n for n in changed if not n.startswith("base_layer.")]
-        changed_txt = f" Parameters besides the base that it changed: {changed}." if changed else ""
-        with torch.no_grad():
-            spent = merged(x) + (before - base_only)
-        if close(now, spent):
-            return
-        fail(f"{name} merged into layer.base_layer in place (allowed), but it also changed the "
-             "rest of the layer.", f"Afterwards {what} is neither what it computed before nor the "
-             f"merged layer plus the unchanged adapter.{changed_txt}", key=key)
-    if in_place:
-        fail(f"{name} must leave the layer it was given unchanged: a merge is for one condition p, "
-             "so a layer merged in place is wrong for every other p (it adds the update for p on "
-             "top of its own).",
-             f"It updated layer.base_layer in place and returned it; afterwards {what} differs "
-             f"from before by up to {max_diff(now, before)}.{changed_txt} Build a new nn.Linear "
-             "from copies (or merge a copy.deepcopy(layer)).", key=key)
-    base_hit = any(n.startswith("base_layer.") for n in changed)
-    fail(f"{name} returned a new layer but also changed the layer it was given.",
-         f"Afterwards {what} differs from before by up to {max_diff(now, before)}.{changed_txt}"
-         + (" It wrote into layer.base_layer, which layer keeps using, so layer now counts the "
-            "update twice. " if base_hit else " ")
-         + (MERGE_RULE if in_place_ok else
-            "Build the new nn.Linear from copies (base.weight + ..., .clone()) and leave layer "
-            "as it was."), key=key)
-
-
 @keyed("lora.merge")
 def check_merge(cls: type, merge_fn: Callable[[nn.Module], nn.Linear]) -> None:
     """merge_fn(layer) returns an nn.Linear computing what layer computed, bias kept, no history;
     layer itself is left as it was, or (in-place merge) is its merged base plus its adapter."""
     name = getattr(merge_fn, "__name__", "merge_lora")
+    pending = []  # what the merge did to the given layer: judged once the merged layers are
     for bias in (True, False):
         layer = _layer(cls, alpha=2.0, bias=bias, seed=14)
         base = find_base(layer)
@@ -416,7 +366,7 @@ def check_merge(cls: type, merge_fn: Callable[[nn.Module], nn.Linear]) -> None:
                     "fold the update into the weight only, and give the merged layer no bias.")
             fail(f"Your {name} crashed{where}.{hint}", f"{e}", key="lora.merge_crash")
         if not isinstance(merged, nn.Linear):
-            fail(f"{name} must return an nn.Linear, got {type(merged).__name__}.",
+            fail(f"Your {name} must return an nn.Linear, got {type(merged).__name__}.",
                  "If you merged in place into layer.base_layer, return layer.base_layer.",
                  key="lora.merge_type")
         if (merged.in_features, merged.out_features) != (IN, OUT):
@@ -435,9 +385,11 @@ def check_merge(cls: type, merge_fn: Callable[[nn.Module], nn.Linear]) -> None:
             fail("The merged layer must compute exactly what the LoRA layer computed before merging.",
                  f"bias={bias}. " + _merge_diagnosis(merged, before, after, base_only, W0, b0, delta),
                  key="lora.merge_function")
-        _check_layer_after_merge(layer, merged, name, x, before, base_only, params0,
-                                 run=lambda m: forward(m, x, IN, OUT), in_place_ok=True,
-                                 key="lora.merge_leaves_layer", what="layer(x)")
+        pending.append((layer, merged, x, before, base_only, params0))
+    for layer, merged, x, before, base_only, params0 in pending:
+        check_layer_after_merge(layer, merged, name, x, before, base_only, params0,
+                                run=lambda m, x=x: forward(m, x, IN, OUT), in_place_ok=True,
+                                key="lora.merge_leaves_layer", what="layer(x)")
 
 
 # --- a submission must implement the layer, not borrow lorakit's ------------------------------
