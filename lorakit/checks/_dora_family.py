@@ -54,7 +54,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ._probe import (CheckFailure, TimedOut, assert_own_implementation, build, call, close, fail,
+from ._probe import (generator, CheckFailure, TimedOut, assert_own_implementation, build, call, close, fail,
                      find_base, find_factors, make_base, randn, trainable)
 
 # Probe layers: non-square; in, out and rank pairwise different.
@@ -125,7 +125,7 @@ def probe_base(in_f: int = IN, out_f: int = OUT, *, bias: bool = True, seed: int
     """An nn.Linear whose rows are rescaled by 0.4 to 2.5: row norms far from 1 and from each
     other (so m0 = ‖W_i‖ matters), and from the column norms; a bias of size about 0.5."""
     base = make_base(in_f, out_f, bias=bias, seed=seed)
-    g = torch.Generator().manual_seed(seed + 100)
+    g = generator(seed + 100)
     with torch.no_grad():
         scales = torch.linspace(0.4, 2.5, out_f)[torch.randperm(out_f, generator=g)]   # (out,)
         base.weight.mul_(scales[:, None])
@@ -325,7 +325,7 @@ def random_values(base: nn.Linear, rank: int, seed: int,
                   scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Seeded non-zero A (r, in), B (out, r) and a magnitude m (out,) moved off ‖W‖_row."""
     in_f, out_f = base.in_features, base.out_features
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     A = torch.randn(rank, in_f, generator=g) * scale
     B = torch.randn(out_f, rank, generator=g) * scale
     moved = torch.linspace(0.5, 1.6, out_f)[torch.randperm(out_f, generator=g)]   # (out,)
@@ -534,7 +534,7 @@ def check_training_steps(member: Member, cls: type, seed: int) -> None:
                  key=key("stale_state"))
         before = now
     call(layer.eval, what="layer.eval()")
-    gen = torch.Generator().manual_seed(seed + 4)
+    gen = generator(seed + 4)
     for step in range(1, STEPS + 1):
         before = run(layer, *inputs).detach()          # whatever eval() caches, it caches now
         with torch.no_grad():

@@ -43,11 +43,35 @@ def fail(concept: str, detail: str = "", key: str | None = None) -> None:
     raise CheckFailure(concept + (f"\n  {detail}" if detail else ""), key=key)
 
 
+SEED_SHIFT = 0  # added to every seed of the checks: hidden tests run them on other inputs
+
+
+@contextlib.contextmanager
+def other_inputs(shift: int) -> Iterator[None]:
+    """Run the checks inside on inputs, layers and adapter values drawn with other seeds.
+
+    A hidden test cell repeats its visible checks inside ``other_inputs(n)`` with an ``n`` that
+    only the source notebook knows, so that a submission tuned to the visible cells' numbers
+    fails. Every seed a check uses goes through :func:`generator` or :func:`seeded`.
+    """
+    global SEED_SHIFT
+    previous, SEED_SHIFT = SEED_SHIFT, SEED_SHIFT + int(shift)
+    try:
+        yield
+    finally:
+        SEED_SHIFT = previous
+
+
+def generator(seed: int) -> torch.Generator:
+    """A CPU generator for the check's ``seed`` (shifted inside :func:`other_inputs`)."""
+    return torch.Generator().manual_seed(seed + SEED_SHIFT)
+
+
 @contextlib.contextmanager
 def seeded(seed: int) -> Iterator[None]:
     """Seed torch's global RNG inside, restore the caller's RNG state after."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(seed + SEED_SHIFT)
         yield
 
 
@@ -102,8 +126,7 @@ def student_code(what: str) -> Iterator[None]:
 
 
 def randn(*shape: int, seed: int, scale: float = 1.0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g) * scale
+    return torch.randn(*shape, generator=generator(seed)) * scale
 
 
 def make_base(in_features: int, out_features: int, *, bias: bool = True, seed: int = 0) -> nn.Linear:
@@ -207,7 +230,7 @@ def find_factors(layer: nn.Module, in_f: int, out_f: int, rank: int) -> Factors:
 @torch.no_grad()
 def randomize_adapters(layer: nn.Module, seed: int, scale: float = 0.5) -> None:
     """Give every trainable parameter seeded random values (so B is no longer zero)."""
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     for _, p in trainable(layer):
         p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float32).to(p) * scale)
 

@@ -38,7 +38,7 @@ from torch import nn
 
 from . import _dora_family as family
 from ._dora_family import IN, OUT, RANK, Member, Parts, concept, probe_base
-from ._probe import (CheckFailure, TimedOut, call, close, fail, find_base, randn, run_checks,
+from ._probe import (generator, CheckFailure, TimedOut, call, close, fail, find_base, randn, run_checks,
                      student_code, trainable)
 
 # Probe layers: non-square; in, out, rank, structure_dim and T pairwise different.
@@ -114,7 +114,7 @@ def _m(parts: Parts) -> torch.Tensor:
 def randomize(parts: Parts, seed: int, *, w: bool = True, scalars: bool = True) -> None:
     """Non-zero A and B, m moved off the row norms, (scalars=True) every trainable scalar at
     LOGIT, and (w=True) a random w."""
-    g = torch.Generator().manual_seed(seed)
+    g = generator(seed)
     for p in (parts.A_param, parts.B_param):
         p.copy_(torch.randn(p.shape, generator=g) * 0.3)
     if parts.m_param is not None:
