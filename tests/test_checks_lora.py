@@ -254,3 +254,19 @@ def test_every_failure_of_the_samples_has_a_concept_key():
         cls, merge_fn = compile_sample(sample)
         for name, e in _run_all(cls, merge_fn or new_layer_merge).items():
             assert e.key and e.key.startswith("lora."), (sample.name, name, e.key, str(e))
+
+
+def test_new_checks_leave_the_callers_rng_alone():
+    assert_rng_untouched(lambda: (lora.check_update(Student), lora.check_gradients(Student),
+                                  lora.check_merge(Student, in_place_merge)))
+
+
+def test_a_crash_unrelated_to_shapes_gets_no_shape_hint():
+    class Typo(Student):
+        def forward(self, x):
+            return self.base_layer(x) + self.scalling * (x @ self.A.T) @ self.B.T
+
+    with pytest.raises(CheckFailure) as e:
+        lora.check_shapes(Typo)
+    assert "AttributeError" in str(e.value) and "matrix products" not in str(e.value)
+    assert e.value.key == "lora.shapes"

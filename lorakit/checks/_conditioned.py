@@ -289,9 +289,11 @@ def check_shapes(cls, v: Variant) -> None:
         except TimedOut:
             raise
         except CheckFailure as e:
-            if BROADCAST_HINT in str(e):
-                fail(f"{e}", key=v.key("shapes"))
-            fail(f"{e}", BROADCAST_HINT, key=v.key("shapes"))
+            error = str(e).split(" raised ", 1)[-1]
+            about_shapes = any(k in error for k in ("size of tensor", "must match", "broadcast",
+                                                    "shape", "mat1 and mat2", "dimension"))
+            fail(f"{e}", "" if BROADCAST_HINT in str(e) or not about_shapes else BROADCAST_HINT,
+                 key=v.key("shapes"))
         want = shape[:-1] + (OUT,)
         if tuple(y.shape) != want:
             fail(f"Wrong output shape: for x of shape {shape} and p of shape {tuple(p.shape)} "

@@ -54,6 +54,11 @@ def _shape_hint(in_f: int, out_f: int) -> str:
             "matrix and x only works when the shapes broadcast by accident.")
 
 
+# words of PyTorch's errors about sizes that do not fit
+_SHAPE_ERRORS = ("size of tensor", "must match", "broadcast", "shape", "mat1 and mat2",
+                 "must be a matrix", "dimension", "size mismatch")
+
+
 def _outputs(layer, shapes, seed: int, in_f=IN, out_f=OUT):
     """(x, layer(x)) for each shape: the first (the simplest, 2-D) must work; a later shape the
     layer cannot handle (a crash, a wrong output shape) is skipped — check_shapes charges it."""
@@ -77,7 +82,8 @@ def check_shapes(cls: type) -> None:
             try:
                 y = forward(layer, x, in_f, out_f)
             except AssertionError as e:
-                fail(f"{e}", _shape_hint(in_f, out_f), key="lora.shapes")
+                about_shapes = any(k in str(e).split(" raised ", 1)[-1] for k in _SHAPE_ERRORS)
+                fail(f"{e}", _shape_hint(in_f, out_f) if about_shapes else "", key="lora.shapes")
             want = shape[:-1] + (out_f,)
             if tuple(y.shape) != want:
                 fail(f"Wrong output shape: for x of shape {shape} a {in_f}->{out_f} layer must "
@@ -280,8 +286,9 @@ def _check_input_gradient(layer: nn.Module) -> None:
              "dL/dx: " + ("None" if got is None else "all zeros"), key="lora.input_gradient")
     err = (got - expected).abs().max().item()
     if err > 1e-4 * (1 + expected.abs().max().item()):
-        fail("The gradient with respect to x does not match the layer's own linear map "
-             "(W + s B A): part of the path to x is detached or computed under no_grad.",
+        fail("The gradient with respect to x does not match how the layer's output changes "
+             "with x (its linear map, measured from its outputs): part of the path to x is "
+             "detached or computed under no_grad.",
              f"largest difference in dL/dx: {err:.3g}", key="lora.input_gradient")
 
 
