@@ -254,9 +254,9 @@ def revision() -> str:
 
 def run(names: list[str], fast: bool = False, jobs: int = 1, timeout: int = TIMEOUT) -> dict:
     """Plan, execute, assess and label; the whole report as plain data."""
-    plans = [plan(a, fast, timeout) for a in resolve(names)]
+    plans, at = [plan(a, fast, timeout) for a in resolve(names)], revision()
     raw = execute(plans, jobs)
-    return label({"generated": time.strftime("%Y-%m-%d %H:%M:%S"), "revision": revision(),
+    return label({"generated": time.strftime("%Y-%m-%d %H:%M:%S"), "revision": at,
                   "fast": fast, "fast_every": FAST_EVERY if fast else None,
                   "assignments": {p.assignment: assess(p, raw.get(p.assignment, {}))
                                   for p in plans}})
