@@ -266,7 +266,7 @@ def check_rank_validation(cls: type) -> None:
 
 DROPOUT = 0.25         # keep 3/4 of the inputs, scaled by 1/(1 - p) = 4/3
 DROP_RATE_TOL = 0.10   # the observed share of dropped inputs (fixed seed) must be within p ± this
-_REPEATS = 4           # each input feature is probed in 2 * _REPEATS rows
+_REPEATS = 8           # each input feature is probed in 2 * _REPEATS rows (384 in all)
 
 
 def _two_hot(in_f: int, repeats: int) -> tuple[torch.Tensor, torch.Tensor]:
