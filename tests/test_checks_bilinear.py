@@ -4,7 +4,6 @@ Every correct sample must pass every check; every buggy one must fail exactly th
 header names, each with a message that names the concept. lorakit's reference layers pass every
 check except the one that forbids borrowing them.
 """
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -23,25 +22,6 @@ NOTEBOOKS = {
     "04_rank_space_shift": (rss, "RSSBilinearLoRA", "rss_lora"),
 }
 CASES = [(folder, s) for folder in NOTEBOOKS for s in load_samples(SAMPLES_DIR / folder)]
-
-# Verdicts the checks of issue 11 give where a sample's header (autograde/, not ours) is older:
-# applied only while the header still says otherwise.
-HEADER_UPDATES = {
-    # a broadcast that handles (B, in) and (1, T, in) only is charged once, by the shapes cell
-    # (check_update judges the formula on the inputs the layer handles)
-    ("03_bilinear_conditioning", "bug_bare_broadcast"): ("partial", ["shapes", "per-sample conditioning"]),
-    ("04_rank_space_shift", "bug_bare_broadcast"): ("partial", ["shapes", "per-sample conditioning"]),
-    # 04's contract does not allow merging in place: the merge is for one p, and the layer it was
-    # given is then wrong for every other p
-    ("04_rank_space_shift", "correct_linear_modules"): ("partial", ["merge"]),
-}
-
-
-def current(folder, sample):
-    if (folder, sample.name) in HEADER_UPDATES:
-        expect, fails = HEADER_UPDATES[folder, sample.name]
-        return dataclasses.replace(sample, expect=expect, fails=fails)
-    return sample
 
 
 def compile_sample(folder, sample):
@@ -79,10 +59,10 @@ def test_sample_verdicts(folder, sample):
     cls, merge_fn = compile_sample(folder, sample)
     results = verdicts(folder, cls, merge_fn)
     known = set(NOTEBOOKS[folder][0].CHECKS) | {"merge", "not reference"}
-    assert_verdicts_match_header(current(folder, sample), results, known)
+    assert_verdicts_match_header(sample, results, known)
 
 
-@pytest.mark.parametrize("folder,sample", [(f, s) for f, s in CASES if current(f, s).fails],
+@pytest.mark.parametrize("folder,sample", [(f, s) for f, s in CASES if s.fails],
                          ids=lambda c: getattr(c, "name", c))
 def test_failure_messages_teach(folder, sample):
     assert_messages_teach(verdicts(folder, *compile_sample(folder, sample)))

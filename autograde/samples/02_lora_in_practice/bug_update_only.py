@@ -1,6 +1,6 @@
 # sample: keeps the seed's forward, which returns only the update (the base output is never added)
 # expect: partial
-# fails: adds base, identity at init, update, scaling, dropout
+# fails: adds base, identity at init, update, scaling
 # %% [count_lora_params]
 def count_lora_params(model, target_modules, rank):
     return sum(rank * (m.in_features + m.out_features) for n, m in model.named_modules()

@@ -1,4 +1,4 @@
-# sample: correct; counts by injecting lorakit adapters into a deep copy; transposed factors with einsum
+# sample: correct; counts by injecting lorakit adapters into a deep copy, at exactly the nn.Linear layers the targets name; transposed factors with einsum
 # expect: full
 # %% [count_lora_params]
 import copy
@@ -7,11 +7,13 @@ from lorakit.model import inject_adapters, mark_only_adapters_trainable
 
 
 def count_lora_params(model, target_modules, rank):
-    clone = copy.deepcopy(model)
-    try:
-        inject_adapters(clone, lorakit.LoRALinear, target_modules=list(target_modules), rank=rank)
-    except ValueError:          # nothing (or no nn.Linear) matched
+    # the nn.Linear layers a target names (PEFT's rule: the full name, or its last parts)
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)
+             and any(n == t or n.endswith("." + t) for t in target_modules)]
+    if not names:
         return 0
+    clone = copy.deepcopy(model)
+    inject_adapters(clone, lorakit.LoRALinear, target_modules=names, rank=rank)
     mark_only_adapters_trainable(clone)
     return sum(p.numel() for p in clone.parameters() if p.requires_grad)
 # %% [fixed_lora_linear]

@@ -1,6 +1,6 @@
 # sample: gate multiplied without reshaping: h * C(p) lines p up with the wrong dims of x
 # expect: partial
-# fails: shapes, per-sample conditioning, update
+# fails: shapes, per-sample conditioning
 # %% [bilinear_lora]
 class BilinearLoRALinear(nn.Module):
     def __init__(self, base_layer, cond_dim, rank=4, alpha=1):

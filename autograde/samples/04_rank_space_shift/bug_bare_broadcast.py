@@ -1,6 +1,6 @@
 # sample: gate and shift used without reshaping: p is lined up with the wrong dims of x
 # expect: partial
-# fails: shapes, per-sample conditioning, update
+# fails: shapes, per-sample conditioning
 # %% [rss_lora]
 class RSSBilinearLoRA(nn.Module):
     def __init__(self, base_layer, cond_dim, rank=4, alpha=1):

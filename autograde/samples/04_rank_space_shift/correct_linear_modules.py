@@ -1,4 +1,4 @@
-# sample: correct; four bias-free nn.Linear factors, unsqueeze in a loop, merge in place (adds a bias if needed)
+# sample: correct; four bias-free nn.Linear factors, unsqueeze in a loop, merge into a new nn.Linear (with a bias even if the base has none)
 # expect: full
 # %% [rss_lora]
 class RSSBilinearLoRA(nn.Module):
@@ -24,10 +24,8 @@ class RSSBilinearLoRA(nn.Module):
 def merge_conditioned(layer, p):
     base = layer.base_layer
     g = layer.gate(p)
-    base.weight += layer.scaling * layer.up.weight @ (g[:, None] * layer.down.weight)
+    merged = nn.Linear(base.in_features, base.out_features, bias=True)
+    merged.weight.copy_(base.weight + layer.scaling * layer.up.weight @ (g[:, None] * layer.down.weight))
     shift = layer.scaling * layer.up(layer.shift(p))
-    if base.bias is None:
-        base.bias = nn.Parameter(shift.clone(), requires_grad=False)
-    else:
-        base.bias += shift
-    return base
+    merged.bias.copy_(shift if base.bias is None else base.bias + shift)
+    return merged
