@@ -22,8 +22,9 @@ lists every protection as on or off with the reason:
 
 - bubblewrap missing or not usable (macOS, a container without namespaces): no isolation at
   all; the kernel runs as the grader in a scratch folder with rlimits only.
-- root: cgroup v1 ``pids``, ``memory``, ``cpu``/``cpuacct`` bound the whole sandbox; the kernel
-  runs as ``SANDBOX_UID`` (nobody) on the host.
+- root: cgroup v1 ``pids``, ``memory``, ``cpu``/``cpuacct`` bound the whole sandbox (and
+  ``freezer`` stops it while it is killed); the kernel runs as ``SANDBOX_UID`` (nobody) on the
+  host.
 - an ordinary user: a user namespace; no cgroups unless delegated, so memory is bounded per
   process (RLIMIT_AS) and processes per user (RLIMIT_NPROC, counted over all of that user's
   processes).
@@ -151,7 +152,7 @@ def _cgroup_mounts() -> dict[str, Path]:
         parts = line.split()
         if len(parts) >= 4 and parts[2] == "cgroup":
             for option in parts[3].split(","):
-                if option in ("pids", "memory", "cpu", "cpuacct"):
+                if option in ("pids", "memory", "cpu", "cpuacct", "freezer"):
                     found[option] = Path(parts[1])
     return found
 
@@ -424,6 +425,19 @@ class Sandbox:
         if not self.cgroups:
             return self.report
         pids_cg = self.cgroups.get("pids") or next(iter(self.cgroups.values()))
+        freezer = self.cgroups.get("freezer")
+        if freezer is not None:  # frozen, a fork bomb cannot fork faster than we kill
+            _write(freezer / "freezer.state", "FROZEN")
+            for _ in range(100):
+                if _read(freezer / "freezer.state") != "FREEZING":
+                    break
+                time.sleep(0.01)
+            for pid in _procs(pids_cg):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            _write(freezer / "freezer.state", "THAWED")
         for _ in range(200):
             left = _procs(pids_cg)
             if not left:
@@ -545,6 +559,13 @@ def prove_limits(plan: Plan | None = None) -> dict[str, str]:
             out[what] = "" if refused else (f"the probe was not stopped (exit {proc.returncode}"
                                             f", {proc.stdout.strip()[-200:]!r})")
     return out
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text)
+    except OSError:
+        pass
 
 
 def _read(path: Path) -> str:

@@ -166,6 +166,12 @@ class Only2D(Student):
         return self.base_layer(x) + self.scaling * torch.mm(torch.mm(x, self.A.T), self.B.T)
 
 
+class FloorScaling(Student):
+    def __init__(self, base_layer, rank=4, alpha=1):
+        super().__init__(base_layer, rank, alpha)
+        self.scaling = alpha // rank                       # 0 whenever alpha < rank
+
+
 def merge_writes_base_returns_copy(layer):
     import copy
     with torch.no_grad():
@@ -215,8 +221,12 @@ VARIANTS = {  # name: (class, merge, {failing check: its concept key}, words a m
     "A x cached for a repeated input": (InputCache, new_layer_merge,
                                         {"update": "lora.stale_state",
                                          "gradients": "lora.gradients"}, "new values"),
+    "scaling by integer division: B's missing gradient explained": (
+        FloorScaling, new_layer_merge,
+        {"scaling": "lora.scaling_attribute", "gradients": "lora.init_gradient"},
+        "integer division"),
     "forward for 2-D x only: charged once": (Only2D, new_layer_merge,
-                                             {"shapes": "lora.shapes"}, "matrix products"),
+                                             {"shapes": "lora.shapes"}, "2-D matrices only"),
     "merge writes into base_layer, returns a copy": (
         Student, merge_writes_base_returns_copy, {"merge": "lora.merge_leaves_layer"},
         "counts the update twice"),

@@ -40,8 +40,8 @@ def _verdicts(folder, sample):
         ns = {"torch": torch, "nn": nn, "F": F, "math": math}
         exec(compile(sample.cells["dora_linear"], f"<{sample.name}>", "exec"), ns)
         return dora_matrix.verdicts(ns["DoRALinear"])
-    if folder == "06_hylorada":  # its setup cell imports math, not F
-        ns = {"torch": torch, "nn": nn, "math": math}
+    if folder == "06_hylorada":  # its setup cell imports math and F
+        ns = {"torch": torch, "nn": nn, "math": math, "F": F}
         exec(compile(sample.cells["hylorada_linear"], f"<{sample.name}>", "exec"), ns)
         return hylorada_matrix.verdicts(ns["HyLoRADALinear"])
     if folder == "07_hylorada_v2":  # setup: math; the notebook's locked HyLoRADAv1Linear cell

@@ -48,7 +48,11 @@ def _layer(cls, in_f=IN, out_f=OUT, rank=RANK, alpha=1.0, bias=True, seed=0, ran
     return layer
 
 
-def _shape_hint(in_f: int, out_f: int) -> str:
+def _shape_hint(in_f: int, out_f: int, error: str = "") -> str:
+    if "must be a matrix" in error or "2D" in error or "2-D" in error:
+        return ("forward must take x of shape (..., in_features), any number of leading dims, "
+                "as nn.Linear does: torch.mm and torch.addmm take 2-D matrices only; use @, "
+                "torch.matmul or F.linear, which broadcast over the leading dims.")
     return ("The adapter path must map in_features -> out_features with matrix products "
             "(first A, then B), exactly like nn.Linear does. An elementwise '*' between a weight "
             "matrix and x only works when the shapes broadcast by accident.")
@@ -83,7 +87,8 @@ def check_shapes(cls: type) -> None:
                 y = forward(layer, x, in_f, out_f)
             except AssertionError as e:
                 about_shapes = any(k in str(e).split(" raised ", 1)[-1] for k in _SHAPE_ERRORS)
-                fail(f"{e}", _shape_hint(in_f, out_f) if about_shapes else "", key="lora.shapes")
+                fail(f"{e}", _shape_hint(in_f, out_f, str(e)) if about_shapes else "",
+                     key="lora.shapes")
             want = shape[:-1] + (out_f,)
             if tuple(y.shape) != want:
                 fail(f"Wrong output shape: for x of shape {shape} a {in_f}->{out_f} layer must "
@@ -248,9 +253,18 @@ def check_gradients(cls: type) -> None:
     backward()
     gB = factors.B_param.grad
     if gB is None or not torch.isfinite(gB).all() or gB.abs().max() == 0:
-        fail("At init B must receive a gradient, or the adapter can never start learning. "
-             "With B = 0, A has to start random (not zero): B's gradient is built from A x.",
-             key="lora.init_gradient")
+        s = getattr(layer, "scaling", None)
+        if factors.A.abs().max() == 0:
+            why = "With B = 0, A has to start random (not zero): B's gradient is built from A x."
+        elif isinstance(s, (int, float, torch.Tensor)) and float(s) == 0:
+            why = (f"A is random, but self.scaling is {float(s):g}: the update, and with it B's "
+                   "gradient, is multiplied by zero. Is alpha / rank computed with // (integer "
+                   "division)?")
+        else:
+            why = ("A is random, so B's gradient (built from A x) should not vanish: is the "
+                   "adapter's output added to what forward returns, without detach()?")
+        fail("At init B must receive a gradient, or the adapter can never start learning.",
+             why, key="lora.init_gradient")
     randomize_adapters(layer, seed=13)
     backward()
     for name, p in (("A", factors.A_param), ("B", factors.B_param)):
