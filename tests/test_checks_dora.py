@@ -310,3 +310,17 @@ def test_every_failure_carries_a_dora_key():
                 check(cls)
             except CheckFailure as e:
                 assert e.key and e.key.startswith("dora."), (sample.name, name, e.key)
+
+
+def test_a_norm_over_the_columns_is_named_at_init():
+    """Written blind (autograde/independent/05_dora): m starts right, forward divides by
+    V.norm(dim=0): the identity check says which axis."""
+    import math
+    import torch.nn.functional as F
+    from autograde.submissions import load_sample
+    sample = load_sample(Path(__file__).parents[1] / "autograde/independent/05_dora"
+                         / "bug_norm_wrong_axis.py")
+    ns = {"torch": torch, "nn": nn, "F": F, "math": math}
+    exec(compile(sample.cells["dora_linear"], sample.name, "exec"), ns)
+    with pytest.raises(CheckFailure, match="over the columns"):
+        dora.check_identity_at_init(ns["DoRALinear"])

@@ -114,6 +114,9 @@ def test_specific_diagnoses():
     blind = load_sample(Path(__file__).parents[1] / "autograde/independent/02_lora_in_practice"
                         / "bug_count_exception_zero.py")
     assert "exception caught and 0 returned" in verdicts(*compile_sample(blind))["count"]
+    last = load_sample(Path(__file__).parents[1] / "autograde/independent/02_lora_in_practice"
+                       / "bug_count_last_component.py")
+    assert "last part of each module's name" in verdicts(*compile_sample(last))["count"]
 
 
 def test_reference_layer_passes_the_layer_checks():

@@ -257,7 +257,7 @@ def check_identity_at_init(cls: type) -> None:
         if y.shape == want.shape and close(y, want, rtol=1e-5, atol=1e-5):
             continue
         diff = family.largest_difference(y, want)
-        why = _init_diagnosis(layer, IN, OUT, RANK)
+        why = _init_diagnosis(layer, IN, OUT, RANK) or _column_norm_diagnosis(layer, base, x, y)
         if not why:
             try:
                 B = find_parts(layer, IN, OUT, RANK).B()
@@ -269,6 +269,27 @@ def check_identity_at_init(cls: type) -> None:
         fail("At init the layer must equal the pretrained layer: B = 0 and m = ‖W‖_row make "
              "m ⊙ W x / ‖W‖_row = W x, so fine-tuning starts from the pretrained function.",
              f"x of shape {tuple(x.shape)}, bias={bias}: largest difference {diff}. {why}".rstrip())
+
+
+def _column_norm_diagnosis(layer: nn.Module, base: nn.Linear, x: torch.Tensor,
+                           y: torch.Tensor) -> str:
+    """'' unless y = m ⊙ (W / ‖W‖_col) x + b: the norm taken over the columns (dim=0)."""
+    try:
+        m = find_parts(layer, IN, OUT, RANK).m()
+    except CheckFailure:
+        return ""
+    if m is None:
+        return ""
+    m = m.reshape(-1, 1)                                                   # (out, 1)
+    with torch.no_grad():
+        W = base.weight.detach()                                           # (out, in)
+        cols = m * W / W.norm(dim=0, keepdim=True)                         # (out, in)
+        want = x @ cols.T + (0 if base.bias is None else base.bias.detach())
+    if y.shape == want.shape and close(y, want, rtol=1e-4, atol=1e-5):
+        return ("It equals m ⊙ (W / ‖W‖_col) x: the norm was taken over the columns (dim=0, one "
+                "per input feature). DoRA divides each row of W + sBA (one per output) by its "
+                "own norm: .norm(dim=1, keepdim=True).")
+    return ""
 
 
 def _effective(layer: nn.Module, in_f: int, out_f: int) -> torch.Tensor:

@@ -140,6 +140,12 @@ def _count_diagnosis(model: nn.Module, targets: Sequence[str], rank: int, got) -
         (len(matched) * rank * 2,
          "It counts 2 r numbers per layer: A is r x in and B is out x r."),
     ]
+    last_part = [m for n, m in linears if n.rsplit(".", 1)[-1] in targets]
+    if any("." in t for t in targets):
+        guesses.append((sum(rank * (m.in_features + m.out_features) for m in last_part),
+                        "It compares only the last part of each module's name with the targets, "
+                        "but a target may have several parts ('attn.c_proj'): PEFT's rule is "
+                        "that the full name equals the target or ends with '.' + target."))
     non_linear = [m for m in any_kind if not isinstance(m, nn.Linear)]
     if any_kind and not matched:
         guesses.insert(0, (sum(sum(p.numel() for p in m.parameters()) for m in any_kind),
