@@ -58,11 +58,11 @@ class Judgement:
     probe_output: str = ""
 
 
-def host_imports(nb) -> dict:
+def host_imports(setup: list) -> dict:
     """The namespace of the setup cells' import statements, executed here (trusted: nbgrader
     restored these cells from the source). Answer cells' imports are not run here."""
     ns: dict = {"__name__": "__judge__"}
-    for cell in probe_cells(nb):
+    for cell in setup:
         if cell.kind != CODE:
             continue
         for node in ast.parse(cell.source).body:
@@ -88,14 +88,15 @@ def judge(nb, command: list[str], env: dict | None = None, cell_timeout: float =
         session.close()
         raise JudgeUnavailable(f"the probe process did not start: {e}") from None
     try:
-        for cell in probe_cells(nb):
+        probe = probe_cells(nb)
+        for cell in probe:
             reply = session.exec(cell.source, f"<cell {cell.grade_id or cell.index}>",
                                  cell_timeout)
             if not reply.get("ok"):
                 err = reply.get("cell_error") or {}
                 out.cell_errors[cell.grade_id or str(cell.index)] = \
                     f"{err.get('type')}: {err.get('message')}"
-        local = host_imports(nb)
+        local = host_imports(probe)
         for cell in cells(nb):
             if cell.kind == TEST and cell.grade_id:
                 out.verdicts[cell.grade_id] = _run_test(session, cell, local)

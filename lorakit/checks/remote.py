@@ -317,7 +317,7 @@ class ProbeSession:
         for kind, store in (("param", module._parameters), ("buffer", module._buffers)):
             for name, t in store.items():
                 if t is not None:
-                    self.sig[(ref, kind, name)] = _signature(t)
+                    self.sig[(ref, kind, name)] = _Signature(t)
         self.sig[(ref, "training", "")] = (module.training,)
 
     def _changes(self, enc: Encoder) -> list:
@@ -332,7 +332,7 @@ class ProbeSession:
                     last = self.sig.get((ref, kind, name))
                     if t is not None and not (isinstance(last, _Signature) and last.same(t)):
                         out.append([ref, kind, name, enc.tensor(t)])
-                        self.sig[(ref, kind, name)] = _signature(t)
+                        self.sig[(ref, kind, name)] = _Signature(t)
             if self.sig.get((ref, "training", "")) != (module.training,):
                 out.append([ref, "training", "", module.training])
                 self.sig[(ref, "training", "")] = (module.training,)
@@ -393,7 +393,8 @@ class ProbeSession:
         if grad and any(t.requires_grad for t in inputs + leaves):
             box: dict = {}
             outs = _RemoteCall.apply(self, spec, box, len(inputs), *inputs, *leaves)
-            return _rebuild(box["tree"], box["tensors"], list(outs), self)
+            connected = {**box["tensors"], **dict(zip(box["outputs"], outs))}
+            return self._decode(box["tree"], connected)
         return self._call(spec, [False] * len(inputs), None)[0]
 
     def _call(self, spec: dict, input_grads: list[bool], box: dict):
@@ -446,17 +447,10 @@ class _Signature:
         self.meta = (id(t), t.dtype, tuple(t.shape), t.requires_grad)
         self.values = t.detach().clone()
 
-    def __eq__(self, other) -> bool:
-        return (isinstance(other, _Signature) and self.meta == other.meta
-                and torch.equal(self.values, other.values))
-
     def same(self, t: torch.Tensor) -> bool:
         return (self.meta == (id(t), t.dtype, tuple(t.shape), t.requires_grad)
                 and torch.equal(self.values, t.detach()))
 
-
-def _signature(t: torch.Tensor) -> _Signature:
-    return _Signature(t)
 
 
 def _with_history(value: torch.Tensor, fn_name: str) -> torch.Tensor:
@@ -485,25 +479,15 @@ def _flat(value) -> list:
     return [value]
 
 
-def _rebuild(tree, tensors: dict, outs: list, session: ProbeSession):
-    """The call's value, with the autograd-connected outputs in place of the raw tensors."""
-    order = {}
-
-    def walk(node):
-        if isinstance(node, dict) and "$t" in node:
-            order.setdefault(node["$t"], len(order))
-        elif isinstance(node, dict):
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-    walk(tree)
-    connected = dict(tensors)
-    for key, i in order.items():
-        if i < len(outs):
-            connected[key] = outs[i]
-    return session._decode(tree, connected)
+def _tensor_nodes(tree) -> dict[str, dict]:
+    """{key: node} for every tensor node of a JSON tree."""
+    if isinstance(tree, dict):
+        if "$t" in tree:
+            return {tree["$t"]: tree}
+        return {k: n for v in tree.values() for k, n in _tensor_nodes(v).items()}
+    if isinstance(tree, list):
+        return {k: n for v in tree for k, n in _tensor_nodes(v).items()}
+    return {}
 
 
 class _RemoteCall(torch.autograd.Function):
@@ -519,12 +503,11 @@ class _RemoteCall(torch.autograd.Function):
             outs.append(box["tensors"][key].clone())
         ctx.session, ctx.call, ctx.n = session, box["call"], len(tensors)
         ctx.generation = session.generation
-        if not outs:
-            outs = [torch.zeros(())]
+        nodes = _tensor_nodes(box["tree"])
         for key, out in zip(box["outputs"], outs):
-            if not _remote_requires_grad(box["tree"], key):
+            if not nodes[key].get("rg"):  # it needs no gradient there: none here either
                 ctx.mark_non_differentiable(out)
-        return tuple(outs)
+        return tuple(outs) or (torch.zeros(()),)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -534,16 +517,6 @@ class _RemoteCall(torch.autograd.Function):
         got = ctx.session.backward(ctx.call, list(grads))
         got = list(got) + [None] * (ctx.n - len(got))
         return (None, None, None, None, *got[: ctx.n])
-
-
-def _remote_requires_grad(tree, key: str) -> bool:
-    if isinstance(tree, dict):
-        if tree.get("$t") == key:
-            return bool(tree.get("rg"))
-        return any(_remote_requires_grad(v, key) for v in tree.values())
-    if isinstance(tree, list):
-        return any(_remote_requires_grad(v, key) for v in tree)
-    return False
 
 
 # --- stand-ins ----------------------------------------------------------------------------------
