@@ -1,4 +1,4 @@
-"""python -m autograde {release,grade,feedback,export}: the instructor's pipeline.
+"""python -m autograde {release,grade,feedback,export,report,sandbox}: the instructor's pipeline.
 
 Run it from the repository root (or anywhere, with --root). See autograde/README.md.
 """
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .config import CELL_TIMEOUT, ROOT
-from .pipeline import Course, PipelineError, export, feedback, grade, release
+from .pipeline import Course, PipelineError, export, feedback, grade, release, report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="nbgrader working folder: submitted/, autograded/, feedback/, "
                              "gradebook.db (default: ROOT/autograde/course)")
+    parser.add_argument("--db", metavar="URL", default=None,
+                        help="the gradebook's database, any SQLAlchemy URL (default: "
+                             "$LORALAB_GRADEBOOK_URL, else sqlite:///WORK_DIR/gradebook.db); "
+                             "e.g. postgresql://user@host/course")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("release", help="generate notebooks/ from solutions/ (all assignments "
@@ -40,8 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive, default=None,
                    help="submissions graded at once, each in its own sandbox (default: the "
                         "number of cores)")
+    p.add_argument("--cluster", metavar="ADDRESS", default=None,
+                   help="grade on the Dask distributed scheduler at ADDRESS (tcp://host:8786) "
+                        "instead of local workers")
+    p.add_argument("--regrade", action="store_true",
+                   help="grade every matching submission again, also those unchanged since "
+                        "their last grading")
     p.add_argument("--require-sandbox", action="store_true",
                    help="refuse to grade if any protection of the sandbox is off here")
+
+    p = sub.add_parser("report", help="(re)write the class report of ASSIGNMENT "
+                                      "(WORK_DIR/reports/ASSIGNMENT.html and .json)")
+    p.add_argument("assignment", metavar="ASSIGNMENT")
 
     p = sub.add_parser("sandbox", help="print which protections the sandbox has on this "
                                        "machine")
@@ -73,7 +87,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     course = Course(args.root, args.work_dir, timeout=getattr(args, "timeout", CELL_TIMEOUT),
                     workers=getattr(args, "workers", None),
-                    require_sandbox=getattr(args, "require_sandbox", False))
+                    require_sandbox=getattr(args, "require_sandbox", False),
+                    db_url=args.db, cluster=getattr(args, "cluster", None))
     try:
         if args.command == "sandbox":
             from .sandbox import detect
@@ -82,8 +97,11 @@ def main(argv=None) -> int:
         elif args.command == "release":
             release(course, args.assignments or None)
         elif args.command == "grade":
-            rows = grade(course, args.assignment, args.student, out=args.out)
+            rows = grade(course, args.assignment, args.student, out=args.out,
+                         regrade=args.regrade)
             _summary(rows, args.assignment)
+        elif args.command == "report":
+            report(course, args.assignment)
         elif args.command == "feedback":
             feedback(course, args.assignment, args.student)
         elif args.command == "export":

@@ -249,13 +249,15 @@ def _step_directory(root: Path, path: Path) -> str:
 
 
 def course_config(root: str | os.PathLike = ROOT, work_dir: str | os.PathLike | None = None,
-                  timeout: int = CELL_TIMEOUT) -> Config:
+                  timeout: int = CELL_TIMEOUT, db_url: str | None = None) -> Config:
     """The nbgrader configuration of a LoRA Lab course.
 
     root: the course root holding ``solutions/`` and ``notebooks/`` (the repository root).
     work_dir: nbgrader's working folder (submitted/, autograded/, feedback/, gradebook.db);
         ``root/autograde/course`` by default.
     timeout: seconds per cell before the grading kernel is interrupted.
+    db_url: the gradebook's SQLAlchemy URL (default: $LORALAB_GRADEBOOK_URL, else
+        ``work_dir/gradebook.db`` in SQLite).
     """
     root = Path(root).resolve()
     work_dir = Path(work_dir).resolve() if work_dir is not None else root / "autograde" / "course"
@@ -273,7 +275,8 @@ def course_config(root: str | os.PathLike = ROOT, work_dir: str | os.PathLike | 
     course.feedback_directory = step("feedback")
     course.solution_directory = step("solution")
     course.source_with_tests_directory = step("source_with_tests")
-    course.db_url = "sqlite:///" + str(work_dir / "gradebook.db")
+    course.db_url = (db_url or os.environ.get("LORALAB_GRADEBOOK_URL")
+                     or "sqlite:///" + str(work_dir / "gradebook.db"))
     course.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback"]
 
     # Release: nbgrader's default GenerateAssignment list already clears solutions, hidden tests

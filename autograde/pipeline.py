@@ -21,13 +21,13 @@ import csv
 import dataclasses
 import datetime
 import fnmatch
+import hashlib
 import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,12 +47,18 @@ from .config import (CELL_OUTPUT_BYTES, CELL_TIMEOUT, GRADED, NOT_GRADED, NOTEBO
                      NOTEBOOK_TIMEOUT, ROOT, SANDBOX_LIMITS, STARTUP_TIMEOUT, WORKERS,
                      NoPartialCredit, course_config, first_line, is_test_cell, kernel_env,
                      visible_source)
+from .ledger import Busy, Ledger
+from .runner import DaskRunner, LocalRunner, encode_files
 from .sandbox import Limits, Plan, detect, sweep
 
 CSV_COLUMNS = ["student_id", "assignment", "score", "max_score", "auto_score", "auto_max_score",
                "late_penalty", "status", "reason", "needs_manual_grade", "flagged", "flags",
                "sandbox", "seconds", "timestamp"]
-STATUS_FILE = "grading_status.json"
+#: Environment variable naming the gradebook's database (any SQLAlchemy URL); --db wins.
+DB_URL_ENV = "LORALAB_GRADEBOOK_URL"
+#: The code whose change changes a grade: a change here regrades every submission.
+GRADER_CODE = ("lorakit/**/*.py", "autograde/config.py", "autograde/judge.py",
+               "autograde/worker.py", "autograde/cells.py", "autograde/sandbox.py")
 
 
 class PipelineError(RuntimeError):
@@ -120,6 +126,10 @@ class Course:
     require_sandbox: bool = False
     progress: bool = True
     keep_scratch: bool = False
+    #: the gradebook's SQLAlchemy URL (None: $LORALAB_GRADEBOOK_URL, else work_dir/gradebook.db)
+    db_url: str | None = None
+    #: a Dask scheduler address (or distributed Client) to grade on; None: local workers
+    cluster: object = None
 
     def __post_init__(self):
         self.root = Path(self.root).resolve()
@@ -155,33 +165,50 @@ class Course:
         return max(1, min(wanted, tasks or 1))
 
     def task(self, assignment: str, student: str, folder: Path, submitted: Path,
-             task_dir: Path) -> dict:
-        """What a worker needs to execute one prepared submission (no gradebook, no
-        solutions): the prepared notebook's JSON (sent to the kernel cell by cell), the files
-        the kernel sees (the assignment's data and the student's *own* notebook: the prepared
-        one holds the hidden tests), the limits."""
+             fingerprint: str) -> dict:
+        """What a worker needs to execute one prepared submission, and nothing more (no
+        gradebook, no solutions, no paths of this machine): the prepared notebook's JSON
+        (sent to the kernel cell by cell), the files the kernel sees (the assignment's data
+        and the student's *own* notebook, as contents: the prepared one holds the hidden
+        tests), the limits."""
         (name,) = self.notebook_names(assignment)
-        task_dir.mkdir(parents=True, exist_ok=True)
         files = {p.name: str(p) for p in sorted(folder.iterdir())
                  if p.is_file() and p.suffix != ".ipynb" and p.name != "timestamp.txt"
                  and self._is_data(assignment, p.name)}
         files[f"{name}.ipynb"] = str(submitted / f"{name}.ipynb")
         return {"assignment": assignment, "student": student, "notebook": name,
+                "fingerprint": fingerprint,
                 "source": (folder / f"{name}.ipynb").read_text(encoding="utf-8"),
-                "files": files, "limits": dataclasses.asdict(self.limits),
-                "timeout": self.timeout, "notebook_timeout": self.notebook_timeout,
+                "files": encode_files(files), **self.grading_settings()}
+
+    def grading_settings(self) -> dict:
+        """The settings a task runs under (part of every submission's fingerprint)."""
+        return {"limits": dataclasses.asdict(self.limits), "timeout": self.timeout,
+                "notebook_timeout": self.notebook_timeout,
                 "cell_output_bytes": self.cell_output_bytes,
-                "notebook_output_bytes": self.notebook_output_bytes,
-                "task_dir": str(task_dir)}
+                "notebook_output_bytes": self.notebook_output_bytes}
+
+    def runner(self, tasks: int):
+        """Where tasks run: the Dask cluster ``self.cluster``, else local worker processes."""
+        if self.cluster is not None:
+            return DaskRunner(self.cluster)
+        return LocalRunner(self.worker_count(tasks))
 
     def _is_data(self, assignment: str, name: str) -> bool:
         """A file the assignment's source ships (nbgrader copied it in), not a student's."""
         return (self.source_dir / assignment / name).is_file()
 
     # -- configuration ------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """The gradebook's database URL: ``db_url``, else $LORALAB_GRADEBOOK_URL, else SQLite
+        in the work directory."""
+        return (self.db_url or os.environ.get(DB_URL_ENV)
+                or "sqlite:///" + str(self.work_dir / "gradebook.db"))
+
     def config(self, **course_directory):
         """The nbgrader Config of this course (course_config), with CourseDirectory overrides."""
-        cfg = course_config(self.root, self.work_dir, timeout=self.timeout)
+        cfg = course_config(self.root, self.work_dir, timeout=self.timeout, db_url=self.url)
         for key, value in course_directory.items():
             cfg.CourseDirectory[key] = value
         return cfg
@@ -193,7 +220,13 @@ class Course:
     def gradebook(self) -> Gradebook:
         """The gradebook, opened like NbGraderAPI opens it (course id '': no exchange)."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        return Gradebook("sqlite:///" + str(self.work_dir / "gradebook.db"), course_id="")
+        return Gradebook(self.url, course_id="")
+
+    def ledger(self) -> Ledger:
+        """The grading runs' bookkeeping (autograde/ledger.py), in the gradebook's database
+        (created by nbgrader first: it stamps its schema only in an empty database)."""
+        self.gradebook().close()
+        return Ledger(self.url)
 
     # -- folders --------------------------------------------------------------------------
     @property
@@ -238,22 +271,6 @@ class Course:
             known = ", ".join(self.assignments()) or "none"
             raise PipelineError(f"no assignment {assignment!r} under {self.source_dir} "
                                 f"(known: {known})")
-
-    # -- status file (how the last grading run of each submission ended) -----------------
-    def _status_path(self) -> Path:
-        return self.work_dir / STATUS_FILE
-
-    def read_status(self) -> dict:
-        path = self._status_path()
-        if path.exists():
-            return json.loads(path.read_text(encoding="utf-8"))
-        return {}
-
-    def write_status(self, status: dict) -> None:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self._status_path().with_suffix(".tmp")
-        tmp.write_text(json.dumps(status, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        tmp.replace(self._status_path())
 
     def write_log(self, name: str, *results: dict) -> Path:
         logs = self.work_dir / "logs"
@@ -484,25 +501,92 @@ SCORE_PREPROCESSORS = [IgnorePattern, ClearMetadataPreprocessor, LimitOutput, No
                        SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
 
 
-def autograde(course: Course, assignment: str, student: str = "*") -> list[Outcome]:
-    """Autograde every submitted student matching ``student`` (a glob).
+def grader_digest() -> bytes:
+    """sha256 of the grader's code (GRADER_CODE, in this repository) and of the versions of
+    torch and nbgrader: what decides a grade besides the submission and the source."""
+    from importlib.metadata import version
+
+    h = hashlib.sha256()
+    repo = Path(__file__).resolve().parents[1]
+    for pattern in GRADER_CODE:
+        for path in sorted(repo.glob(pattern)):
+            h.update(path.relative_to(repo).as_posix().encode() + b"\0" + path.read_bytes())
+    for package in ("torch", "nbgrader"):
+        h.update(f"{package}=={version(package)}".encode())
+    return h.digest()
+
+
+def run_digest(course: Course, assignment: str) -> bytes:
+    """What every submission of ``assignment`` is graded against, as one digest: the
+    assignment's source files, the grading settings, the grader's code."""
+    h = hashlib.sha256(grader_digest())
+    source = course.source_dir / assignment
+    for path in sorted(p for p in source.rglob("*") if p.is_file()):
+        h.update(path.relative_to(source).as_posix().encode() + b"\0" + path.read_bytes())
+    h.update(json.dumps(course.grading_settings(), sort_keys=True).encode())
+    return h.digest()
+
+
+def fingerprint(course: Course, assignment: str, student: str, base: bytes) -> str:
+    """The submission's fingerprint: its submitted files (names and contents, timestamp.txt
+    included) on top of ``base`` (run_digest). Equal fingerprints, equal grades."""
+    h = hashlib.sha256(base)
+    folder = course.submitted_dir(student, assignment)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(path.relative_to(folder).as_posix().encode() + b"\0"
+                 + hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def autograde(course: Course, assignment: str, student: str = "*",
+              regrade: bool = False) -> list[Outcome]:
+    """Autograde the submissions of ``assignment`` matching ``student`` (a glob) that have
+    no result yet or changed since (their fingerprint differs); ``regrade``: all of them.
 
     1. screen: ids nbgrader cannot handle, missing, unreadable or foreign notebooks are
        recorded with their reason (answers holding nbgrader markers are flagged);
     2. prepare (nbgrader, this process): a copy of each submission with its test cells
        restored from the gradebook;
-    3. execute: each prepared notebook in its own sandbox, ``course.workers`` at a time
-       (autograde/worker.py in a fresh process per submission);
-    4. score (nbgrader, this process): the executed notebooks into autograded/ and the
-       gradebook. Only this process writes the gradebook, autograded/ and the status file.
+    3. execute: each prepared notebook in its own sandbox, on local worker processes
+       (``course.workers`` at a time) or on a Dask cluster (``course.cluster``);
+    4. score (nbgrader, this process), as results arrive: the executed notebooks into
+       autograded/ and the gradebook, then the submission's row in the ledger. Only this
+       process writes the gradebook, autograded/ and the ledger.
 
-    Returns one Outcome per matching student.
+    One run per assignment at a time (the ledger's lock); a run that was killed is resumed
+    by the next, which grades what has no result. Returns one Outcome per matching student.
     """
     course.check_assignment(assignment)
     students = _matching(course, assignment, student)
     if not students:
         course.echo(f"no submissions of {assignment} under {course.work_dir / 'submitted'}")
         return []
+    with course.ledger() as ledger:
+        try:
+            held = ledger.lock(assignment)
+            run = held.__enter__()
+        except Busy as error:
+            raise PipelineError(str(error)) from None
+        try:
+            return _autograde(course, ledger, run, assignment, students, regrade)
+        finally:
+            held.__exit__(None, None, None)
+
+
+def _autograde(course: Course, ledger: Ledger, run: str, assignment: str,
+               students: list[str], regrade: bool) -> list[Outcome]:
+    rows = ledger.results(assignment).get(assignment, {})
+    base = run_digest(course, assignment)
+    prints = {s: fingerprint(course, assignment, s, base) for s in students}
+    todo = [s for s in students if regrade or rows.get(s, {}).get("fingerprint") != prints[s]]
+    outcomes = {s: Outcome(s, rows[s]["status"], rows[s]["reason"], rows[s]["flags"],
+                           rows[s]["sandbox"], rows[s]["seconds"])
+                for s in students if s not in todo}
+    if outcomes:
+        course.echo(f"{len(outcomes)} submission(s) of {assignment} unchanged since they were "
+                    f"graded: kept (--regrade grades them again)")
+    if not todo:
+        return [outcomes[s] for s in students]
     plan = course.sandbox_plan()
     sweep(plan)
     sync_gradebook(course, assignment)
@@ -511,151 +595,125 @@ def autograde(course: Course, assignment: str, student: str = "*") -> list[Outco
     incoming, prepared, executed = (scratch / n for n in ("incoming", "prepared", "executed"))
     for folder in (incoming, prepared, executed):
         folder.mkdir(parents=True)
+    log = [f"{_now()} grading {assignment}: {len(todo)} submission(s) (run {run}), "
+           f"sandbox {plan.summary()}"]
 
-    outcomes: dict[str, Outcome] = {}
+    def finish(out: Outcome, ok: bool, final: bool = True) -> None:
+        """Record one submission: gradebook, then ledger (so a killed run keeps it)."""
+        if not ok:
+            if out.status == GRADED:
+                out.status, out.reason = NOT_GRADED, ("nbgrader could not score the executed "
+                                                      "notebook (see the grading log)")
+                final = False
+            shutil.rmtree(course.autograded_dir(out.student, assignment), ignore_errors=True)
+        if STUDENT_ID.fullmatch(out.student):
+            _record(course, assignment, out, zero=not ok)
+        ledger.put(assignment, out.student, fingerprint=prints[out.student] if final else "",
+                   status=out.status, reason=out.reason, autograded=ok, flags=out.flags,
+                   sandbox=out.sandbox or plan.summary(), seconds=out.seconds, run=run)
+        outcomes[out.student] = out
+        line = (f"  {out.student:24s} {out.status}" + (f" ({out.reason})" if out.reason else "")
+                + "".join(f"\n  {'':24s} flag: {f}" for f in out.flags))
+        course.echo(line)
+        log.append(line)
+
     known = _source_ids(course)
-    for name in students:
+    staged = []
+    for name in todo:
+        # feedback is rewritten for every submission graded now (and only for those)
+        shutil.rmtree(course.feedback_dir(name, assignment), ignore_errors=True)
         why, flags = _screen(course, assignment, name, known)
         if why:
-            outcomes[name] = Outcome(name, NOT_GRADED, why, flags)
+            finish(Outcome(name, NOT_GRADED, why, flags), ok=False)
         else:
             shutil.copytree(course.submitted_dir(name, assignment), incoming / name / assignment)
-            outcomes[name] = Outcome(name, GRADED, "", flags)
-    staged = [s for s in students if outcomes[s].reason == ""]
-    workers = course.worker_count(len(staged))
-    course.echo(f"autograding {len(staged)} submission(s) of {assignment} with {workers} "
-                f"worker(s) (time limit {course.timeout} s per cell; sandbox: "
-                f"{plan.summary()})...")
-
+            staged.append(Outcome(name, GRADED, "", flags))
     with _environment(kernel_env(), restore=("NBGRADER_EXECUTION",)):
         # post=[]: nothing runs here; execution happens in the sandboxes only
         ready = _nbgrader_pass(course, assignment, incoming, prepared, post=[]) \
             if staged else set()
-    tasks = []
-    for name in staged:
-        folder = prepared / name / assignment
-        if name not in ready or not _all_notebooks(course, assignment, folder):
-            outcomes[name] = Outcome(name, NOT_GRADED, "nbgrader could not prepare the "
-                                     "submission (see logs/autograde-*-prepared.log)",
-                                     outcomes[name].flags)
+    tasks, pending = [], {}
+    for out in staged:
+        folder = prepared / out.student / assignment
+        if out.student not in ready or not _all_notebooks(course, assignment, folder):
+            out.status, out.reason = NOT_GRADED, ("nbgrader could not prepare the submission "
+                                                  "(see logs/autograde-*-prepared.log)")
+            finish(out, ok=False)
             continue
-        tasks.append(course.task(assignment, name, folder, incoming / name / assignment,
-                                 scratch / "tasks" / name))
-    results = run_tasks(course, tasks, workers, label=assignment)
-
-    for task in tasks:
-        name, result = task["student"], results[task["student"]]
-        out = outcomes[name]
-        out.flags += result.get("flags", [])
-        out.sandbox = result.get("sandbox", "")
-        out.seconds = result.get("seconds")
-        out.status, out.reason = result["status"], result["reason"]
-        if result.get("notebook") is not None:
-            target = executed / name / assignment
-            target.mkdir(parents=True)
-            (target / f"{task['notebook']}.ipynb").write_text(result["notebook"],
-                                                               encoding="utf-8")
-            stamp = incoming / name / assignment / "timestamp.txt"
-            if stamp.is_file():
-                shutil.copyfile(stamp, target / "timestamp.txt")
-    with _environment({"NBGRADER_EXECUTION": "autograde"}):
-        scored = _nbgrader_pass(course, assignment, executed, course.work_dir / "autograded",
-                                sanitize=[], post=SCORE_PREPROCESSORS) \
-            if any(executed.iterdir()) else set()
-
-    status_file = course.read_status()
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    log = [f"{now} grading {assignment}: {len(students)} submission(s), {workers} worker(s), "
-           f"sandbox {plan.summary()}"]
-    for name in students:
-        out = outcomes[name]
-        ok = name in scored and _autograded_ok(course, name, assignment)
-        if not ok:
-            if out.status == GRADED:
-                out.status, out.reason = NOT_GRADED, "nbgrader could not score the executed " \
-                                                     "notebook (see the grading log)"
-            shutil.rmtree(course.feedback_dir(name, assignment), ignore_errors=True)
-            shutil.rmtree(course.autograded_dir(name, assignment), ignore_errors=True)
-        if STUDENT_ID.fullmatch(name):
-            _record(course, assignment, out, zero=not ok)
-        status_file.setdefault(assignment, {})[name] = {
-            "status": out.status, "reason": out.reason, "autograded": ok, "at": now,
-            "flags": out.flags, "sandbox": out.sandbox or plan.summary(),
-            "seconds": out.seconds}
-        line = (f"  {name:24s} {out.status}" + (f" ({out.reason})" if out.reason else "")
-                + "".join(f"\n  {'':24s} flag: {f}" for f in out.flags))
-        course.echo(line)
-        log.append(line)
-    course.write_status(status_file)
-    logs = course.work_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    with (logs / f"grading-{assignment}.log").open("a", encoding="utf-8") as fh:
-        fh.write("\n".join(log) + "\n")
-    if not course.keep_scratch:
-        shutil.rmtree(scratch, ignore_errors=True)
+        tasks.append(course.task(assignment, out.student, folder,
+                                 incoming / out.student / assignment, prints[out.student]))
+        pending[out.student] = out
+    try:
+        _execute(course, assignment, tasks, pending, incoming, executed, finish)
+    finally:
+        logs = course.work_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with (logs / f"grading-{assignment}.log").open("a", encoding="utf-8") as fh:
+            fh.write("\n".join(log) + "\n")
+        if not course.keep_scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
     return [outcomes[name] for name in students]
+
+
+def _execute(course: Course, assignment: str, tasks: list[dict], pending: dict,
+             incoming: Path, executed: Path, finish: Callable) -> None:
+    """Run the tasks; score each batch of results as it arrives (one nbgrader pass)."""
+    from tqdm.auto import tqdm
+
+    if not tasks:
+        return
+    runner = course.runner(len(tasks))
+    course.echo(f"autograding {len(tasks)} submission(s) of {assignment} on "
+                f"{runner.describe()} (time limit {course.timeout} s per cell)...")
+    try:
+        with tqdm(total=len(tasks), unit="student", desc=f"grading {assignment}",
+                  disable=not course.progress, file=sys.stderr) as bar:
+            for number, batch in enumerate(runner.batches(tasks)):
+                folder = executed / f"batch-{number}"
+                folder.mkdir()
+                for task, result in batch:
+                    out = pending[task["student"]]
+                    out.flags += result.get("flags", [])
+                    out.sandbox = result.get("sandbox", "")
+                    out.seconds = result.get("seconds")
+                    out.status, out.reason = result["status"], result["reason"]
+                    if result.get("notebook") is not None:
+                        target = folder / out.student / assignment
+                        target.mkdir(parents=True)
+                        (target / f"{task['notebook']}.ipynb").write_text(result["notebook"],
+                                                                           encoding="utf-8")
+                        stamp = incoming / out.student / assignment / "timestamp.txt"
+                        if stamp.is_file():
+                            shutil.copyfile(stamp, target / "timestamp.txt")
+                with _environment({"NBGRADER_EXECUTION": "autograde"}):
+                    scored = _nbgrader_pass(course, assignment, folder,
+                                            course.work_dir / "autograded", sanitize=[],
+                                            post=SCORE_PREPROCESSORS) \
+                        if any(folder.iterdir()) else set()
+                for task, result in batch:
+                    name = task["student"]
+                    ok = name in scored and _autograded_ok(course, name, assignment)
+                    finish(pending.pop(name), ok, final=result.get("final", True))
+                bar.update(len(batch))
+    finally:
+        close = getattr(runner, "close", None)
+        if close:
+            close()
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def _all_notebooks(course: Course, assignment: str, folder: Path) -> bool:
     return all((folder / f"{n}.ipynb").is_file() for n in course.notebook_names(assignment))
 
 
-def run_tasks(course: Course, tasks: list[dict], workers: int, label: str = "") -> dict:
-    """Execute tasks (one per submission) ``workers`` at a time, each in a fresh worker
-    process (``python -m autograde.worker``); {student: result}. A worker that crashes, hangs
-    or is killed loses its own task only, which is reported with the reason."""
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-
-    from tqdm.auto import tqdm
-
-    results: dict[str, dict] = {}
-    if not tasks:
-        return results
-    with ThreadPoolExecutor(max_workers=workers) as pool, \
-            tqdm(total=len(tasks), unit="student", desc=f"grading {label}".strip(),
-                 disable=not course.progress, file=sys.stderr) as bar:
-        futures = {pool.submit(_run_worker, course, task): task for task in tasks}
-        for future in as_completed(futures):
-            task = futures[future]
-            try:
-                results[task["student"]] = future.result()
-            except Exception as error:  # a bug of ours: report it for this student only
-                results[task["student"]] = _failed(f"the worker failed: {first_line(error)}")
-            bar.update()
-    return results
-
-
-def _failed(reason: str) -> dict:
-    return {"status": NOT_GRADED, "reason": reason, "notebook": None, "flags": []}
-
-
-def _run_worker(course: Course, task: dict) -> dict:
-    folder = Path(task["task_dir"])
-    task_file, result_file, log = (folder / n for n in ("task.json", "result.json",
-                                                        "worker.log"))
-    task_file.write_text(json.dumps(task), encoding="utf-8")
-    env = dict(os.environ, **kernel_env(), NBGRADER_EXECUTION="autograde",
-               PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]),
-                                           os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    limit = task["notebook_timeout"] + STARTUP_TIMEOUT + 120
-    with log.open("wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "autograde.worker", str(task_file),
-                                 str(result_file)], stdout=fh, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
-        try:
-            code = proc.wait(timeout=limit)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return _failed(f"the grading worker ran past {limit} s and was killed")
-    if result_file.is_file():
-        return json.loads(result_file.read_text(encoding="utf-8"))
-    tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:] or [""]
-    return _failed(f"the grading worker died (exit status {code}): {tail[0][:300]}")
-
-
-def feedback(course: Course, assignment: str, student: str = "*") -> list[str]:
-    """Feedback HTML for every autograded submission matching ``student`` (one nbgrader run).
+def feedback(course: Course, assignment: str, student: str = "*",
+             only_missing: bool = False) -> list[str]:
+    """Feedback HTML for every autograded submission matching ``student`` (one nbgrader run);
+    ``only_missing``: only where there is none (grading removes the feedback of every
+    submission it grades, so after a run that is exactly what it graded).
 
     The HTML shows the student's cells, outputs and scores; hidden tests are cleared first
     (course_config adds ClearHiddenTests to GenerateFeedback).
@@ -666,7 +724,7 @@ def feedback(course: Course, assignment: str, student: str = "*") -> list[str]:
     if not students:
         course.echo(f"no autograded submissions of {assignment}: no feedback to write")
         return []
-    result = course.api().generate_feedback(assignment, student, force=True)
+    result = course.api().generate_feedback(assignment, student, force=not only_missing)
     log_path = course.write_log(f"feedback-{assignment}", result)
     if not result["success"]:
         course.echo(f"nbgrader could not write some feedback (details in {log_path})")
@@ -675,14 +733,11 @@ def feedback(course: Course, assignment: str, student: str = "*") -> list[str]:
                    for n in course.notebook_names(assignment))]
     failed = [s for s in students if s not in done]
     if failed:  # flag each one, by name, with where to look
-        status_file = course.read_status()
-        for name in failed:
-            info = status_file.setdefault(assignment, {}).setdefault(name, {})
-            flag = f"feedback did not render (see {log_path})"
-            info["flags"] = [f for f in info.get("flags", []) if not f.startswith(
-                "feedback did not render")] + [flag]
-            course.echo(f"  {name}: {flag}")
-        course.write_status(status_file)
+        with course.ledger() as ledger:
+            for name in failed:
+                flag = f"feedback did not render (see {log_path})"
+                ledger.add_flag(assignment, name, flag, "feedback did not render")
+                course.echo(f"  {name}: {flag}")
         with course.gradebook() as gb:
             for name in failed:
                 for nb in gb.find_submission(assignment, name).notebooks:
@@ -694,12 +749,24 @@ def feedback(course: Course, assignment: str, student: str = "*") -> list[str]:
 
 
 def grade(course: Course, assignment: str, student: str = "*",
-          out: str | os.PathLike | None = None) -> list[dict]:
-    """autograde (every submission in its sandbox, course.workers at a time), feedback,
-    export: the whole grading of an assignment."""
-    autograde(course, assignment, student)
-    feedback(course, assignment, student)
-    return export(course, out)
+          out: str | os.PathLike | None = None, regrade: bool = False) -> list[dict]:
+    """autograde (what changed or has no result; every submission in its sandbox), feedback
+    where it is missing, export, the class report: the whole grading of an assignment."""
+    autograde(course, assignment, student, regrade=regrade)
+    feedback(course, assignment, student, only_missing=True)
+    rows = export(course, out)
+    report(course, assignment)
+    return rows
+
+
+def report(course: Course, assignment: str) -> tuple[Path, Path]:
+    """Write the class report of ``assignment`` (autograde/report.py): HTML and JSON."""
+    from .report import write_report
+
+    course.check_assignment(assignment)
+    html, data = write_report(course, assignment)
+    course.echo(f"class report: {html}")
+    return html, data
 
 
 # -- export ----------------------------------------------------------------------------
@@ -709,8 +776,10 @@ def _fmt(value: float | None) -> str:
 
 
 def grade_rows(course: Course, assignments: Iterable[str] | None = None) -> list[dict]:
-    """One row per (assignment, submitted student), scores from the gradebook."""
-    status_file = course.read_status()
+    """One row per (assignment, submitted student), scores from the gradebook, how grading
+    went from the ledger."""
+    with course.ledger() as ledger:
+        status_file = ledger.results()
     rows = []
     with course.gradebook() as gb:
         names = list(assignments) if assignments else sorted(

@@ -17,6 +17,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -252,8 +253,9 @@ def execute(task: dict) -> dict:
         try:
             flags += _judge(task, nb, limits, plan)
             result["notebook"] = nbformat.writes(nb)
-        except JudgeUnavailable as error:
+        except JudgeUnavailable as error:  # ours, not the submission's: grade it again
             status, reason = NOT_GRADED, str(error)
+            result["final"] = False
     result.update(status=status, reason=reason, flags=flags, report=report,
                   returncode=returncode, seconds=round(time.monotonic() - started, 2))
     return result
@@ -308,12 +310,28 @@ def _limit_flags(report, limits) -> list[str]:
     return flags
 
 
+def _die_with_parent() -> None:
+    """Exit when the process that started this worker dies (a killed coordinator or Dask
+    worker): nobody would read the result. The sandboxes die with this process
+    (bubblewrap's --die-with-parent); the next run sweeps their cgroups."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
         print("usage: python -m autograde.worker TASK.json RESULT.json", file=sys.stderr)
         return 2
     task = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    _die_with_parent()
     result = execute(task)
     tmp = Path(argv[1] + ".tmp")
     tmp.write_text(json.dumps(result), encoding="utf-8")
