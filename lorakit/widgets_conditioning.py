@@ -96,8 +96,25 @@ def _limits(layer, x, d, lo, hi) -> tuple[float, float]:
     return 1.1 * rank_max, 1.1 * out_max
 
 
+# y-axis labels of the two panels. The gate multiplies the rank-space activation A x
+# component by component, so it is a pure factor (no unit); the shift is added to A x, so it
+# is in A x's units; the output panel is in the units of the base layer's output.
+GATE_YLABEL = "gate g(p)\n(factor on A x, no unit)"
+GATE_SHIFT_YLABEL = "g(p): factor on A x (no unit)\nb(p): shift (units of A x)"
+OUTPUT_YLABEL = "output value\n(units of base(x))"
+
+
+def rank_ylabel(has_shift: bool) -> str:
+    """The rank-space panel's y-axis label: what its bars are, and in which unit."""
+    return GATE_SHIFT_YLABEL if has_shift else GATE_YLABEL
+
+
 def plot_gating(state: dict[str, Any], limits: tuple[float, float] | None = None, fig=None):
-    """Bar charts of one :func:`gating_state`: rank space (gate, shift) and output space."""
+    """Bar charts of one :func:`gating_state`: rank space (gate, shift) and output space.
+
+    Both panels carry a y-axis label naming the quantity and its unit (:func:`rank_ylabel`,
+    ``OUTPUT_YLABEL``).
+    """
     import matplotlib.pyplot as plt
 
     if fig is None:
@@ -114,6 +131,8 @@ def plot_gating(state: dict[str, Any], limits: tuple[float, float] | None = None
                  color="tab:orange")
     ax_r.axhline(0, color="k", lw=0.6)
     ax_r.set_xticks(idx, [f"r{k}" for k in idx])
+    ax_r.set_xlabel("rank component")
+    ax_r.set_ylabel(rank_ylabel(state["shift"] is not None), fontsize=9)
     ax_r.set_title("rank space")
     ax_r.legend(fontsize=8, loc="upper right")
     out = state["output"].shape[0]
@@ -123,6 +142,7 @@ def plot_gating(state: dict[str, Any], limits: tuple[float, float] | None = None
     ax_o.axhline(0, color="k", lw=0.6)
     ax_o.set_title(f"output for a fixed x   (‖update‖ = {state['update_norm']:.3f})")
     ax_o.set_xlabel("output feature")
+    ax_o.set_ylabel(OUTPUT_YLABEL, fontsize=9)
     ax_o.legend(fontsize=8, loc="upper right")
     if limits is not None:
         ax_r.set_ylim(-limits[0], limits[0])
@@ -137,10 +157,13 @@ def rank_gating_explorer(layer: nn.Module, x: torch.Tensor | None = None,
     """Sliders over p -> bar charts of the gate g(p) (and shift b(p)) and the layer's output.
 
     Returns the ``ipywidgets.interactive``; ``.result`` holds the :func:`gating_state` of the
-    current slider values, ``.sliders`` the sliders (one per entry of p, named by ``labels``).
+    current slider values, ``.sliders`` the sliders (one per entry of p, named by ``labels``;
+    their label column fits the longest label, see :func:`lorakit.widgets.slider_layout`).
     """
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
+
+    from .widgets import slider_layout
 
     d = _cond_dim(layer, cond_dim)
     lo, hi = map(float, p_range)
@@ -162,12 +185,16 @@ def rank_gating_explorer(layer: nn.Module, x: torch.Tensor | None = None,
         plt.close(fig)
         return state
 
+    # a label column wide enough for the longest label (the default cuts "p1 (temperature)"
+    # to "p1 (temp…"), a track long enough to place p to one step; the full label is also
+    # the tooltip
     sliders = {n: widgets.FloatSlider(value=0.5 * hi if i == 0 else 0.0, min=lo, max=hi, step=step,
-                                      description=label, continuous_update=False)
+                                      description=label, tooltip=label, continuous_update=False,
+                                      **slider_layout(labels))
                for i, (n, label) in enumerate(zip(names, labels))}
     explorer = widgets.interactive(update, **sliders)
     explorer.sliders = list(sliders.values())
     return explorer
 
 
-__all__ = ["gating_state", "plot_gating", "rank_gating_explorer"]
+__all__ = ["gating_state", "plot_gating", "rank_gating_explorer", "rank_ylabel"]

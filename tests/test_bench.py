@@ -200,3 +200,77 @@ def test_shipped_results_are_complete(name, mode, device):
     assert all(cases == set(cfg["cases"]) for cases in groups.values())
     assert result["targets"] == bench.check_targets(result["rows"])
     assert result["machine"]["date"] and (device == "cpu") == (result["machine"]["cuda"] is None)
+
+
+def test_quick_output_judges_no_target(quick):
+    """Tiny shapes cannot meet targets stated for 4096²: the quick mode says it does not judge
+    them (and why) instead of printing NOT MET, and its legend speaks to a README reader."""
+    result, stdout = quick
+    legend = stdout[stdout.index("\ntargets:"):]
+    assert "NOT MET" not in stdout and "Rows marked *" not in legend
+    assert "Not judged on the quick mode's tiny shapes" in legend and "4096 x 4096" in legend
+    assert "issue" not in stdout
+    assert legend.count("not judged") == len(result["targets"]) > 0
+
+
+def _target_rows(shape, rank, tokens, dtype="float32", lorakit_ms=105.0):
+    """One group whose only target is LoRA's: met at 105 ms (+5%), not met at 120 ms (+20%)."""
+    rows = [_row("linear", "torch", 100.0, 10.0, shape, rank, tokens),
+            _row("lora", "peft", 110.0, 12.0, shape, rank, tokens),
+            _row("lora", "lorakit", lorakit_ms, 11.0, shape, rank, tokens)]
+    for r in rows:
+        r["dtype"] = dtype
+    return bench.check_targets(bench.add_ratios(rows))
+
+
+def test_targets_are_judged_only_where_they_are_stated():
+    (met,) = _target_rows((4096, 4096), 16, 512)
+    (missed,) = _target_rows((4096, 4096), 16, 4096, lorakit_ms=120.0)
+    assert met["official"] and missed["official"]
+    assert bench.verdict(met) == "met" and bench.verdict(missed) == "NOT MET"
+    # the group it is stated for is judged in every mode, the quick one included
+    assert bench.verdict(missed, "quick") == "NOT MET"
+    elsewhere = [_target_rows((1024, 1024), 16, 512, lorakit_ms=120.0)[0],     # shape
+                 _target_rows((4096, 4096), 8, 512, lorakit_ms=120.0)[0],      # rank
+                 _target_rows((4096, 4096), 16, 1024, lorakit_ms=120.0)[0],    # tokens
+                 _target_rows((4096, 4096), 16, 512, "bfloat16", 120.0)[0]]   # dtype
+    for t in elsewhere:
+        assert t["official"] is False and t["met"] is False
+        assert bench.verdict(t, "quick") == "not judged"
+        assert bench.verdict(t, "full") == bench.verdict(t) == "(no)"
+    assert bench.verdict(_target_rows((1024, 1024), 16, 512)[0], "full") == "(yes)"
+
+
+def test_targets_table_and_legend():
+    official = _target_rows((4096, 4096), 16, 4096, lorakit_ms=120.0)
+    other = _target_rows((128, 128), 4, 128, lorakit_ms=120.0)
+    full = bench.format_targets(official + other, "full")
+    first, second = full.split("\n")
+    assert first.startswith("*") and first.rstrip().endswith("A/A -") and "NOT MET" in first
+    assert second.startswith(" ") and "(no)" in second and "NOT MET" not in second
+    quick = bench.format_targets(other, "quick")
+    assert "not judged" in quick and "NOT MET" not in quick and "(no)" not in quick
+    for targets, mode in ((official + other, "full"), (other, "quick"), (official, "targets")):
+        legend = bench.targets_legend(targets, mode)
+        assert bench.TARGETS_STATED_FOR in legend.replace("\n  ", " ")
+        assert "issue" not in legend
+        assert ("Rows marked *" in legend) == any(t["official"] for t in targets)
+        assert ("Not judged on the quick mode" in legend) == (mode == "quick")
+        assert ("Rows without *" in legend) == (mode != "quick" and any(
+            not t["official"] for t in targets))
+
+
+def test_markdown_verdicts():
+    rows = []
+    for shape, rank, tokens in (((4096, 4096), 16, 4096), ((128, 128), 4, 128)):
+        rows += bench.add_ratios([_row("linear", "torch", 100.0, 10.0, shape, rank, tokens),
+                                  _row("lora", "peft", 110.0, 12.0, shape, rank, tokens),
+                                  _row("lora", "lorakit", 120.0, 11.0, shape, rank, tokens)])
+    machine = {"date": "2026-01-01T00:00:00", "cpu": "cpu", "torch_threads": 1, "torch": "2",
+               "peft": "0", "loadavg_start": None, "loadavg_end": None}
+    result = {"machine": machine, "reps": 1, "rows": rows, "targets": bench.check_targets(rows)}
+    cells = lambda text: [line.split(" | ")[8] for line in text.splitlines()  # noqa: E731
+                          if "LoRA overhead" in line]
+    assert cells(bench.markdown({**result, "mode": "full"})) == ["**no**", "(no)"]
+    assert cells(bench.markdown({**result, "mode": "quick"})) == ["**no**", "not judged"]
+    assert "issue" not in bench.markdown(result)

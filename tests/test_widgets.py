@@ -10,7 +10,21 @@ import ipywidgets as widgets
 import pytest
 
 from lorakit.analysis import LORA_B_AX, LORA_BA_X, STRATEGIES, lora_costs
-from lorakit.widgets import RATIO, clamp_rank, complexity_explorer, complexity_rows, render_table
+from lorakit.widgets import (
+    DIMS,
+    RATIO,
+    READOUT_PX,
+    TABLE_CLASS,
+    TOKENS,
+    TRACK_PX,
+    clamp_rank,
+    complexity_explorer,
+    complexity_rows,
+    description_width,
+    nearest_option,
+    render_table,
+    slider_layout,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,3 +123,68 @@ def test_core_package_does_not_import_ipywidgets() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def px(value: str) -> int:
+    assert value.endswith("px"), value
+    return int(value[:-2])
+
+
+def test_sliders_are_wide_and_their_labels_fit() -> None:
+    explorer = complexity_explorer(device="cpu")
+    sliders = list(controls(explorer).values())
+    tracks = set()
+    for s in sliders:
+        label = px(s.style.description_width)
+        assert label >= 7 * len(s.description), s.description   # ~7 px per character
+        track = px(s.layout.width) - label - (READOUT_PX if s.readout else 0)
+        tracks.add(track)
+        assert s.layout.max_width == "100%"
+    assert tracks == {TRACK_PX}                                    # the tracks line up
+    rank = controls(explorer)["rank"]
+    assert TRACK_PX / (rank.max - rank.min) >= 1.5                 # px per rank step
+
+
+def test_description_width_fits_the_longest_label() -> None:
+    assert description_width(["a", "p1 (temperature)"]) >= 7 * len("p1 (temperature)")
+    geometry = slider_layout(["d_in", "tokens"], readout=False)
+    assert px(geometry["style"]["description_width"]) == description_width(["tokens"])
+    assert px(geometry["layout"].width) == description_width(["tokens"]) + TRACK_PX
+
+
+def test_nearest_option() -> None:
+    assert nearest_option(DIMS, 5000) == 4096 and nearest_option(DIMS, 5500) == 6144
+    assert nearest_option(DIMS, 1) == DIMS[0] and nearest_option(DIMS, 10**9) == DIMS[-1]
+    assert nearest_option(DIMS, 768) == 768
+
+
+def test_selection_sliders_take_typed_values() -> None:
+    explorer = complexity_explorer(device="cpu")
+    sliders = controls(explorer)
+    assert set(explorer.readouts) == {"d_in", "d_out", "tokens"}
+    for name, box in explorer.readouts.items():
+        assert sliders[name].readout is False         # its own readout ignores typing: hidden
+        assert box.value == sliders[name].value
+        assert any(box in c.children and sliders[name] in c.children
+                   for c in explorer.children if isinstance(c, widgets.HBox))
+    box = explorer.readouts["d_in"]
+    box.value = 5000                                   # typed: snaps to the nearest step
+    assert sliders["d_in"].value == 4096 and box.value == 4096
+    assert explorer.result == complexity_rows(4096, 1024, 16, 256)
+    box.value = 4000                                   # snaps to the step it is already on
+    assert box.value == 4096
+    sliders["d_in"].value = 2048                       # dragged: the box follows
+    assert box.value == 2048
+    explorer.readouts["tokens"].value = 10**6          # beyond the range: clamped to the last
+    assert sliders["tokens"].value == TOKENS[-1] == explorer.readouts["tokens"].value
+
+
+def test_table_is_styled() -> None:
+    text = render_table(complexity_rows(256, 512, 8, 64))
+    assert f'<table class="{TABLE_CLASS}">' in text and "<style>" in text
+    css = text[text.index("<style>"):text.index("</style>")]
+    assert f".{TABLE_CLASS} th, .{TABLE_CLASS} td" in css and "padding:" in css
+    assert "text-align: right" in css                            # numbers right-aligned
+    assert "td:first-child {text-align: left;}" in css           # the strategy column left
+    assert f".{TABLE_CLASS} th {{font-weight: bold; border-bottom" in css
+    assert "tabular-nums" in css

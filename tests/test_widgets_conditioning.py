@@ -90,3 +90,26 @@ def test_plot_draws_both_panels():
     fig = plot_gating(gating_state(layer(lorakit.RSSBilinearLoRA), [0.3, 0.3]), limits=(2.0, 3.0))
     assert len(fig.axes) == 2
     assert fig.axes[0].get_ylim() == (-2.0, 2.0) and fig.axes[1].get_ylim() == (-3.0, 3.0)
+
+
+def test_slider_labels_fit_and_tracks_are_wide():
+    labels = ["p1 (temperature)", "p2 (load)"]
+    ex = rank_gating_explorer(layer(lorakit.RSSBilinearLoRA), labels=labels)
+    for s in ex.sliders:
+        label_px = int(s.style.description_width.removesuffix("px"))
+        assert label_px >= 7 * max(map(len, labels))   # ~7 px per character: nothing cut off
+        width = int(s.layout.width.removesuffix("px"))
+        assert width - label_px >= 400                  # the track and readout, not ~120 px
+        assert s.tooltip == s.description
+    assert len({s.style.description_width for s in ex.sliders}) == 1   # one label column
+
+
+def test_both_panels_name_their_quantity_and_unit():
+    rss = plot_gating(gating_state(layer(lorakit.RSSBilinearLoRA), [0.3, 0.3]))
+    ylabel = rss.axes[0].get_ylabel()
+    assert "g(p)" in ylabel and "b(p)" in ylabel and "unit" in ylabel
+    assert rss.axes[0].get_xlabel() == "rank component"
+    assert "unit" in rss.axes[1].get_ylabel()
+    bil = plot_gating(gating_state(layer(lorakit.BilinearLoRALinear), [0.3, 0.3]))
+    assert "g(p)" in bil.axes[0].get_ylabel() and "b(p)" not in bil.axes[0].get_ylabel()
+    assert "unit" in bil.axes[0].get_ylabel()
