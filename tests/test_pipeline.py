@@ -13,9 +13,11 @@
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -620,31 +622,12 @@ def test_nothing_is_left_running(graded):
 
 @pytest.mark.slow
 @needs_course
-def test_scores_equal_a_serial_run_of_each_student_alone(graded, tmp_path):
-    """Parallel grading beside hostile submissions gives each normal student exactly the
-    scores it gets graded alone with one worker."""
-    course = make_course(tmp_path, E2E_TIMEOUT, ROOT / "solutions")
-    course.workers = 1
-    P.release(course, [ASSIGNMENT])
-    students = ["reference"] + sorted(s for s in graded.samples if s.startswith(
-        ("sample-correct", "sample-bug")))[:4]
-    for student in students:
-        shutil.copytree(graded.course.submitted_dir(student, ASSIGNMENT),
-                        course.submitted_dir(student, ASSIGNMENT))
-        P.autograde(course, ASSIGNMENT, student)
-        alone = {k: v.auto for k, v in cell_grades(course, student, ASSIGNMENT).items()}
-        batch = {k: v.auto for k, v in cell_grades(graded.course, student, ASSIGNMENT).items()}
-        assert alone == batch, student
-
-
-@pytest.mark.slow
-@needs_course
 def test_regrade_gives_the_same_scores(graded):
     partial = sorted(s for s, sample in graded.samples.items() if sample.expect == "partial")
     students = ["reference"] + partial[:1]
     before = {s: cell_grades(graded.course, s, ASSIGNMENT) for s in students}
     for student in students:
-        outcomes = P.autograde(graded.course, ASSIGNMENT, student)
+        outcomes = P.autograde(graded.course, ASSIGNMENT, student, regrade=True)
         assert [o.student for o in outcomes] == [student]
         after = cell_grades(graded.course, student, ASSIGNMENT)
         assert {k: v.auto for k, v in after.items()} == {k: v.auto for k, v in before[student].items()}
@@ -834,3 +817,264 @@ def test_tiny_regrade_after_a_bad_resubmission_keeps_no_stale_grade(tiny):
     assert (row["auto_score"], row["flagged"], row["needs_manual_grade"]) == ("0", "True", "True")
     others = {r["student_id"]: r for r in P.grade_rows(course)}
     assert others["hidden-fail"] == tiny.rows["hidden-fail"]  # the others are untouched
+
+
+# -- grading a class: Dask, PostgreSQL, resuming, one run at a time, manual scores kept ------
+CLASS = ["reference", "sample-correct_einsum", "sample-bug_no_scaling", "sample-bug_ba_first",
+         "sample-bug_not_frozen", "sample-bug_merge_drops_bias"]
+
+
+def class_course(tmp: Path, graded, students=CLASS, **settings) -> P.Course:
+    """A fresh course holding copies of some of `graded`'s submissions."""
+    course = make_course(tmp, E2E_TIMEOUT, ROOT / "solutions")
+    for key, value in settings.items():
+        setattr(course, key, value)
+    course.limits = graded.course.limits
+    P.release(course, [ASSIGNMENT])
+    for student in students:
+        shutil.copytree(graded.course.submitted_dir(student, ASSIGNMENT),
+                        course.submitted_dir(student, ASSIGNMENT))
+    return course
+
+
+def scores_of(course, students) -> dict[str, dict[str, float]]:
+    return {s: {k: v.auto for k, v in cell_grades(course, s, ASSIGNMENT).items()}
+            for s in students}
+
+
+def ledger_rows(course) -> dict[str, dict]:
+    with course.ledger() as ledger:
+        return ledger.results(ASSIGNMENT).get(ASSIGNMENT, {})
+
+
+def test_ledger_lock_refuses_a_second_run_and_takes_over_a_dead_one(tmp_path):
+    from autograde.ledger import LOCKS, Busy, Ledger
+    from sqlalchemy import insert
+    ledger = Ledger(f"sqlite:///{tmp_path / 'gb.db'}")
+    with ledger.lock("A") as run:
+        with pytest.raises(Busy, match=r"another grading run of A is in progress \(pid "
+                                       rf"{os.getpid()}"):
+            with ledger.lock("A"):
+                pass
+        with ledger.lock("B") as other:  # another assignment: no conflict
+            assert other != run
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    import socket
+    with ledger.engine.begin() as conn:  # a killed run left its lock behind
+        conn.execute(insert(LOCKS).values(assignment="A", owner="x", host=socket.gethostname(),
+                                          pid=dead.pid, started="then", heartbeat=time.time()))
+    with ledger.lock("A"):
+        assert ledger.holder("A")["pid"] == os.getpid()
+    with ledger.engine.begin() as conn:  # a silent run on another machine
+        conn.execute(insert(LOCKS).values(assignment="A", owner="y", host="elsewhere", pid=1,
+                                          started="then", heartbeat=time.time() - 3600))
+    with ledger.lock("A"):
+        pass
+    assert ledger.holder("A") is None
+    ledger.put("A", "ada", fingerprint="f", status="graded", flags=["x; y"], seconds=1.5)
+    ledger.put("A", "ada", fingerprint="g", status="timed out", reason="r")
+    assert [(r["fingerprint"], r["status"], r["flags"]) for r in ledger.results()["A"].values()
+            ] == [("g", "timed out", [])]
+    ledger.close()
+
+
+@pytest.mark.slow
+@needs_course
+def test_a_second_grading_run_of_an_assignment_is_refused(graded):
+    with graded.course.ledger() as ledger, ledger.lock(ASSIGNMENT):
+        with pytest.raises(P.PipelineError, match="another grading run of 01_lora_linear"):
+            P.autograde(graded.course, ASSIGNMENT)
+
+
+@pytest.mark.slow
+@needs_course
+def test_an_unchanged_class_is_not_graded_again_and_a_change_is(graded):
+    """Re-running grades only what changed: a resubmission, nothing else."""
+    course = graded.course
+    before = ledger_rows(course)
+    assert set(before) >= set(graded.rows) - set(graded.odd) - {"bad[id", "star*id"}
+    started = time.monotonic()
+    outcomes = P.autograde(course, ASSIGNMENT)
+    assert time.monotonic() - started < 30  # fingerprints only: no sandbox, no nbgrader
+    assert ledger_rows(course) == before
+    assert {o.student: o.status for o in outcomes} == {
+        s: r["status"] for s, r in graded.rows.items()}
+    student = "sample-bug_no_scaling"
+    path = course.submitted_dir(student, ASSIGNMENT) / "timestamp.txt"
+    path.write_text("2026-01-01 12:00:00 UTC\n")  # resubmitted (same notebook, new time)
+    try:
+        P.autograde(course, ASSIGNMENT)
+        after = ledger_rows(course)
+        assert after[student]["run"] != before[student]["run"]
+        assert {s: r["run"] for s, r in after.items() if s != student} == {
+            s: r["run"] for s, r in before.items() if s != student}
+    finally:
+        path.unlink()
+
+
+@pytest.mark.slow
+@needs_course
+def test_dask_cluster_grades_like_the_local_path(graded, tmp_path):
+    """A real LocalCluster with 2 worker processes; one of them is killed mid-task: the task
+    is rescheduled, and every score equals the local run's."""
+    from distributed import Client, LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        course = class_course(tmp_path, graded, cluster=cluster.scheduler_address)
+        killed = []
+
+        def kill_one_worker():
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not killed:
+                busy = [w for w, keys in client.processing().items() if keys]
+                if busy:
+                    pids = client.run(os.getpid, workers=busy[:1])
+                    time.sleep(2)  # its task is running
+                    os.kill(next(iter(pids.values())), 9)
+                    killed.append(busy[0])
+                time.sleep(0.2)
+
+        import threading
+        killer = threading.Thread(target=kill_one_worker)
+        killer.start()
+        P.autograde(course, ASSIGNMENT)
+        killer.join()
+    assert killed, "no worker was busy"
+    assert scores_of(course, CLASS) == scores_of(graded.course, CLASS)
+    rows = ledger_rows(course)
+    assert {s: rows[s]["status"] for s in CLASS} == {s: "graded" for s in CLASS}
+    assert all(rows[s]["fingerprint"] for s in CLASS)
+
+
+def _workers_running() -> list:
+    import psutil
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if "autograde.worker" in " ".join(proc.info["cmdline"] or []):
+                found.append(proc)
+    return found
+
+
+@pytest.mark.slow
+@needs_course
+def test_a_killed_coordinator_and_a_killed_worker_lose_and_duplicate_nothing(graded, tmp_path):
+    """`python -m autograde grade` is killed (SIGKILL) after its first result; its workers die
+    with it; the next run takes the lock over and grades only the rest. A worker killed in
+    that run is retried. Scores equal the local run's, one row and one submission each.
+    (Both runs use 1 worker and no hostile neighbours: the scores also equal those of a
+    serial run of each student alone.)"""
+    students = CLASS[:4]
+    course = class_course(tmp_path, graded, students)
+    cmd = [sys.executable, "-m", "autograde", "--root", str(course.root), "--work-dir",
+           str(course.work_dir), "grade", ASSIGNMENT, "--workers", "1",
+           "--timeout", str(E2E_TIMEOUT)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if course.work_dir.joinpath("gradebook.db").exists() and ledger_rows(course):
+            break
+        time.sleep(0.5)
+    proc.kill()
+    proc.wait()
+    first = ledger_rows(course)
+    assert 1 <= len(first) < len(students), "the run ended before it could be killed"
+    time.sleep(3)  # the orphaned worker notices and exits
+    assert not _workers_running()
+
+    import threading
+    killed = []
+
+    def kill_a_worker():
+        end = time.monotonic() + 120
+        while time.monotonic() < end and not killed:
+            running = _workers_running()
+            if running:
+                time.sleep(2)
+                running[0].kill()
+                killed.append(running[0].pid)
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_a_worker)
+    killer.start()
+    course.workers = 1
+    P.autograde(course, ASSIGNMENT)
+    killer.join()
+    assert killed
+    rows = ledger_rows(course)
+    assert sorted(rows) == sorted(students)
+    assert {s: rows[s]["run"] for s in first} == {s: r["run"] for s, r in first.items()}
+    assert {s: rows[s]["status"] for s in students} == {s: "graded" for s in students}
+    assert scores_of(course, students) == scores_of(graded.course, students)
+    with course.gradebook() as gb:
+        subs = [s.student.id for s in gb.find_assignment(ASSIGNMENT).submissions]
+    assert sorted(subs) == sorted(students)
+
+
+@pytest.mark.slow
+@needs_course
+def test_regrading_keeps_manual_scores_and_comments(graded):
+    """A score and a comment entered in the formgrader (the gradebook) survive a regrade."""
+    course, student = graded.course, "sample-bug_no_scaling"
+    with course.gradebook() as gb:
+        sub = gb.find_submission(ASSIGNMENT, student)
+        (nb,) = sub.notebooks
+        auto = sorted(P._autograded_cells(nb.notebook))
+        test_grade = next(g for g in nb.grades if g.name == auto[0])
+        written = next(g for g in nb.grades if g.name not in auto)
+        test_grade.manual_score, written.manual_score = 0.5, 1.0
+        comment = next(c for c in nb.comments if c.name == written.name)
+        comment.manual_comment = "<b>good</b> reasoning"
+        gb.db.commit()
+    P.autograde(course, ASSIGNMENT, student, regrade=True)
+    with course.gradebook() as gb:
+        (nb,) = gb.find_submission(ASSIGNMENT, student).notebooks
+        grades = {g.name: g for g in nb.grades}
+        comments = {c.name: c for c in nb.comments}
+        assert grades[auto[0]].manual_score == 0.5
+        assert grades[written.name].manual_score == 1.0
+        assert comments[written.name].manual_comment == "<b>good</b> reasoning"
+        grades[auto[0]].manual_score = None  # the other tests read autograded scores only
+        gb.db.commit()
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A real PostgreSQL server on loopback in a temp dir (autograde/postgres.py)."""
+    from autograde.postgres import LocalPostgres, PostgresUnavailable
+    folder = tempfile.mkdtemp(prefix="loralab-pg-")  # the postgres user must reach it
+    try:
+        server = LocalPostgres(folder)
+        server.start()
+    except PostgresUnavailable as error:
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.skip(f"no PostgreSQL server here: {error}")
+    yield server
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+@needs_course
+def test_postgresql_gradebook_release_grade_export(graded, postgres, tmp_path):
+    """Release, grade with 2 workers, export: into PostgreSQL, with the local run's scores."""
+    course = class_course(tmp_path, graded, db_url=postgres.url, workers=2)
+    assert not (course.work_dir / "gradebook.db").exists()
+    rows = P.grade(course, ASSIGNMENT, out=tmp_path / "grades.csv")
+    assert scores_of(course, CLASS) == scores_of(graded.course, CLASS)
+    mine = {r["student_id"]: (r["score"], r["auto_score"], r["status"]) for r in rows}
+    local = {s: (graded.rows[s]["score"], graded.rows[s]["auto_score"], graded.rows[s]["status"])
+             for s in CLASS}
+    assert mine == local
+    assert (tmp_path / "grades.csv").read_text().count("\n") == len(CLASS) + 1
+    assert not (course.work_dir / "gradebook.db").exists()
+    import sqlalchemy
+    engine = sqlalchemy.create_engine(postgres.url)
+    with engine.connect() as conn:
+        assert conn.execute(sqlalchemy.text(
+            "select count(*) from loralab_results where assignment = :a"), {"a": ASSIGNMENT}
+        ).scalar() == len(CLASS)
+    engine.dispose()
+    report = json.loads((course.work_dir / "reports" / f"{ASSIGNMENT}.json").read_text())
+    assert report["summary"]["submissions"] == len(CLASS)
