@@ -2,7 +2,7 @@
 """LoRA Lab's entry point: set up the environment, launch the course, run the tests.
 
     python3 course.py setup  [--requirements FILE] [--reinstall]
-    python3 course.py launch [--no-browser] [--port N] [jupyter lab options...]
+    python3 course.py launch [--no-browser] [--port N] [-- jupyter lab options...]
     python3 course.py test   [pytest args...]
 
 Standard library only, so it runs on a fresh machine that has nothing but Python 3.10+.
@@ -12,9 +12,17 @@ LORALAB_REQUIREMENTS environment variable; a file chosen that way is remembered
 for later runs. The install is skipped when .venv already holds exactly those
 requirements (.venv/loralab-install.json records the sha256 of the requirements
 file and of pyproject.toml); --reinstall forces it.
+
+`launch` accepts only its own options; anything for jupyter lab goes after `--`
+(course.py launch -- --ServerApp.ip=0.0.0.0), so a mistyped option is an error, not
+something jupyter lab silently ignores. It runs JupyterLab with the settings in
+jupyter-config/ (first on JUPYTER_CONFIG_PATH), and with --allow-root when run as root.
+`test` passes every other argument to pytest and runs it in the directory you are in,
+so paths mean what they mean to your shell.
 """
 
 import argparse
+import difflib
 import hashlib
 import json
 import os
@@ -26,6 +34,7 @@ from pathlib import Path
 MIN_PYTHON = (3, 10)
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
+JUPYTER_CONFIG_NAME = "jupyter-config"  # the course's Jupyter settings, for `launch`
 DEFAULT_REQUIREMENTS_NAME = "requirements-cpu.txt"
 MARKER_NAME = "loralab-install.json"
 REQUIREMENTS_ENV = "LORALAB_REQUIREMENTS"
@@ -53,10 +62,13 @@ def format_command(cmd):
     return " ".join(shlex.quote(str(c)) for c in cmd)
 
 
-def run(cmd, env=None):
-    """Print the command, run it from the repo root, return its exit code."""
-    print("$ " + format_command(cmd), flush=True)
-    proc = subprocess.Popen([str(c) for c in cmd], cwd=str(ROOT), env=env)
+def run(cmd, env=None, cwd=None):
+    """Print the command, run it (from the repo root unless cwd says otherwise), return its
+    exit code."""
+    cwd = Path(cwd) if cwd is not None else ROOT
+    where = "" if cwd == ROOT else f"    (in {cwd})"
+    print("$ " + format_command(cmd) + where, flush=True)
+    proc = subprocess.Popen([str(c) for c in cmd], cwd=str(cwd), env=env)
     try:
         return proc.wait()
     except KeyboardInterrupt:
@@ -177,43 +189,111 @@ def setup(requirements=None, reinstall=False):
     return python
 
 
+def is_root():
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def jupyter_lab_command(python, no_browser=False, port=None, extra=()):
+    """The command `course.py launch` runs: JupyterLab on notebooks/."""
+    cmd = [python, "-m", "jupyterlab", f"--ServerApp.root_dir={ROOT / 'notebooks'}"]
+    if no_browser:
+        cmd.append("--no-browser")
+    if port is not None:
+        cmd.append(f"--ServerApp.port={port}")
+    if is_root():
+        # Jupyter refuses to start as root without this (containers often run as root).
+        cmd.append("--allow-root")
+    return cmd + list(extra)
+
+
+def jupyter_lab_environment(environ=None):
+    """The environment of `course.py launch`: jupyter-config/ first on JUPYTER_CONFIG_PATH.
+
+    Jupyter reads its settings from every folder on its config path, the first one winning,
+    so the course's settings (jupyter-config/: no news pop-up, the nbgrader parts that need
+    an exchange or a course root switched off, nbgrader_config.py for Validate) apply to this
+    launch only, on top of your own ~/.jupyter settings.
+    """
+    env = dict(os.environ if environ is None else environ)
+    paths = [str(ROOT / JUPYTER_CONFIG_NAME)]
+    if env.get("JUPYTER_CONFIG_PATH"):
+        paths.append(env["JUPYTER_CONFIG_PATH"])
+    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join(paths)
+    return env
+
+
 def launch(args, extra):
     python = setup(args.requirements, args.reinstall)
     notebooks = ROOT / "notebooks"
     if not notebooks.is_dir():
         raise CourseError(f"no notebooks folder at {notebooks}")
-    cmd = [python, "-m", "jupyterlab", f"--ServerApp.root_dir={notebooks}"]
-    if args.no_browser:
-        cmd.append("--no-browser")
-    if args.port is not None:
-        cmd.append(f"--ServerApp.port={args.port}")
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        # Jupyter refuses to start as root without this (containers often run as root).
-        cmd.append("--allow-root")
-    cmd += extra
-    return run(cmd)
+    if is_root():
+        print("Running as root: starting JupyterLab with --allow-root "
+              "(it refuses to run as root otherwise).", flush=True)
+    cmd = jupyter_lab_command(python, args.no_browser, args.port, extra)
+    return run(cmd, env=jupyter_lab_environment())
 
 
-def _names_existing_path(arg):
-    if arg.startswith("-"):
-        return False
-    return (ROOT / arg.split("::", 1)[0]).exists()
+# pytest options whose next argument is their value, never a test path (`-k lorakit` selects
+# tests by name even though lorakit/ is a folder).
+PYTEST_VALUE_OPTIONS = {
+    "-k", "-m", "-p", "-o", "-W", "-r", "-c", "--tb", "--maxfail", "--durations",
+    "--deselect", "--ignore", "--ignore-glob", "--basetemp", "--junitxml", "--junit-xml",
+    "--rootdir", "--confcutdir", "--override-ini", "--pythonwarnings", "--log-level",
+    "--capture", "--import-mode", "--color", "--nbval-cell-timeout", "--nbval-kernel-name",
+}
 
 
-def test_commands(python, extra):
-    """The pytest invocations for `course.py test`.
+def pytest_targets(extra):
+    """The arguments that are test targets: not options, not an option's value."""
+    paths, after_option = [], False
+    for arg in extra:
+        if not after_option and not arg.startswith("-"):
+            paths.append(arg)
+        after_option = arg in PYTEST_VALUE_OPTIONS
+    return paths
 
-    No arguments: the tests folder, then every solution notebook under nbval.
+
+def _exists_in(folder, arg):
+    return (Path(folder) / arg.split("::", 1)[0]).exists()
+
+
+def _path_for(target, cwd):
+    """ROOT/target as named in a command run in cwd: relative inside the repo, else absolute."""
+    target = ROOT / target
+    try:
+        cwd.relative_to(ROOT)
+    except ValueError:
+        return str(target)
+    return Path(os.path.relpath(target, cwd)).as_posix()
+
+
+def test_commands(python, extra, cwd=None):
+    """The pytest invocations for `course.py test`, as (command, directory to run it in).
+
+    Every run happens in cwd, the directory the user typed the command in, so any path in
+    the arguments means what it means there, as when running pytest by hand.
+    No test paths: the tests folder, then every solution notebook under nbval; the other
+    arguments (-x, -k EXPR, -m 'not slow', ...) are appended to both.
     Arguments that name a file or folder: exactly `pytest ARGS` (you chose what to run).
-    Other arguments (-x, -k EXPR, -m 'not slow', ...): appended to both invocations.
     """
+    cwd = (Path.cwd() if cwd is None else Path(cwd)).resolve()
     pytest = [python, "-m", "pytest"]
-    if any(_names_existing_path(a) for a in extra):
-        return [pytest + list(extra)]
-    commands = [pytest + list(extra)]
+    paths = [a for a in pytest_targets(extra) if _exists_in(cwd, a) or _exists_in(ROOT, a)]
+    for arg in paths:
+        if not _exists_in(cwd, arg):
+            # pytest will say it is not found; say why.
+            print(f"Note: {arg} is a path in the repository but not in {cwd}; "
+                  "course.py test reads paths relative to the current directory.", flush=True)
+    if paths:
+        return [(pytest + list(extra), cwd)]
+    # From the repo root, plain `pytest` runs tests/ (testpaths in pyproject.toml).
+    tests = [] if cwd == ROOT else [_path_for("tests", cwd)]
+    commands = [(pytest + tests + list(extra), cwd)]
     solutions = ROOT / "solutions"
     if solutions.is_dir() and any(solutions.rglob("*.ipynb")):
-        commands.append(pytest + ["--nbval-lax", "solutions/"] + list(extra))
+        where = "solutions/" if cwd == ROOT else _path_for("solutions", cwd)
+        commands.append((pytest + ["--nbval-lax", where] + list(extra), cwd))
     else:
         print("No notebooks under solutions/ yet: skipping the nbval run.", flush=True)
     return commands
@@ -225,8 +305,8 @@ def test(args, extra):
     # MPLBACKEND is deliberately left alone: kernels inherit it, and a forced
     # non-inline backend makes the notebooks' plots vanish.
     failed = []
-    for cmd in test_commands(python, extra):
-        code = run(cmd, env=env)
+    for cmd, cwd in test_commands(python, extra):
+        code = run(cmd, env=env, cwd=cwd)
         if code != 0:
             failed.append((format_command(cmd), code))
     if failed:
@@ -238,42 +318,88 @@ def test(args, extra):
 
 # --------------------------------------------------------------------------- CLI
 
+LAUNCH_EPILOG = """\
+Options for jupyter lab itself go after `--`, for example:
+  python3 course.py launch --no-browser -- --ServerApp.ip=0.0.0.0 --ServerApp.token=secret
+Anything else before `--` is an error (a typo such as --no-brow would otherwise be passed on
+and ignored). JupyterLab runs with the course's settings from jupyter-config/ and, when you
+are root, with --allow-root."""
+
+TEST_EPILOG = """\
+Paths are relative to the directory you are in, as when you run pytest yourself:
+  cd tests && python3 ../course.py test test_packaging.py -x"""
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="course.py",
         description="LoRA Lab: set up the environment, launch the course, run the tests.",
+        epilog="launch takes only its own options; options for jupyter lab go after `--`\n"
+               "  (python3 course.py launch -- --ServerApp.ip=0.0.0.0).\n"
+               "test passes other arguments to pytest; paths are relative to the current\n"
+               "  directory. `python3 course.py COMMAND -h` describes each command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    parser.commands = {}
 
-    def add(name, help_text, description, usage=None):
+    def add(name, help_text, description, usage=None, epilog=None):
         p = sub.add_parser(name, help=help_text, description=description, usage=usage,
-                           allow_abbrev=False)
+                           epilog=epilog, allow_abbrev=False,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument(
             "--requirements", metavar="FILE",
             help=f"requirements file to install (default: ${REQUIREMENTS_ENV} "
                  "if set, else requirements-cpu.txt)")
         p.add_argument("--reinstall", action="store_true",
                        help="run pip install even if .venv is up to date")
+        parser.commands[name] = p
         return p
 
     add("setup", "create .venv and install everything into it",
         "Create .venv (if missing) and install the requirements into it with one pip call.")
     p = add("launch", "set up, then open the notebooks in JupyterLab",
-            "Set up, then run JupyterLab on notebooks/. "
-            "Further options are passed to jupyter lab.",
+            "Set up, then run JupyterLab on notebooks/.",
             usage="course.py launch [-h] [--requirements FILE] [--reinstall] "
-                  "[--no-browser] [--port N] [jupyter lab options ...]")
+                  "[--no-browser] [--port N] [-- jupyter lab options ...]",
+            epilog=LAUNCH_EPILOG)
     p.add_argument("--no-browser", action="store_true", help="don't open a browser")
     p.add_argument("--port", type=int, metavar="N", help="port for the Jupyter server")
     add("test", "set up, then run the tests and the solution notebooks",
-        "Set up, then run `python -m pytest` (tests/) and "
-        "`python -m pytest --nbval-lax solutions/` in .venv. Further arguments go to "
-        "pytest: options (-x, -k EXPR) are added to both runs; if any argument names "
-        "a file or folder, only `pytest ARGS` runs.",
-        usage="course.py test [-h] [--requirements FILE] [--reinstall] [pytest args ...]")
+        "Set up, then run `python -m pytest` (tests/) and `python -m pytest --nbval-lax\n"
+        "solutions/` in .venv. Further arguments go to pytest: options (-x, -k EXPR) are\n"
+        "added to both runs; if any argument names a file or folder, only `pytest ARGS`\n"
+        "runs. pytest runs in the current directory.",
+        usage="course.py test [-h] [--requirements FILE] [--reinstall] [pytest args ...]",
+        epilog=TEST_EPILOG)
     return parser
+
+
+def known_options(subparser):
+    """A subcommand's own options as shown to the user: ['--port N', '--reinstall', ...]."""
+    shown = []
+    for action in subparser._actions:
+        if isinstance(action, argparse._HelpAction) or not action.option_strings:
+            continue
+        name = max(action.option_strings, key=len)
+        shown.append(f"{name} {action.metavar}" if action.metavar else name)
+    return shown
+
+
+def unknown_launch_arguments(subparser, extra):
+    """The error message for arguments `launch` does not know (given before any `--`)."""
+    names = [o.split()[0] for o in known_options(subparser)]
+    first = extra[0]
+    hint = ""
+    if first.startswith("-"):
+        close = difflib.get_close_matches(first.split("=", 1)[0], names, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+    return (f"unrecognized argument{'s' if len(extra) > 1 else ''}: {' '.join(extra)}{hint}\n"
+            f"launch's options are: {', '.join(known_options(subparser))}, -h.\n"
+            "Options for jupyter lab go after `--`, for example: "
+            "python3 course.py launch -- --ServerApp.ip=0.0.0.0")
 
 
 def main(argv=None):
@@ -282,15 +408,23 @@ def main(argv=None):
               f"this is {sys.version.split()[0]}.", file=sys.stderr)
         return 2
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passed_on = []
+    if argv and argv[0] in ("launch", "setup") and "--" in argv:
+        cut = argv.index("--")
+        argv, passed_on = argv[:cut], argv[cut + 1:]
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command == "setup":
-        parser.error("unrecognized arguments: " + " ".join(extra))
+    command = parser.commands[args.command]
+    if args.command == "setup" and (extra or passed_on):
+        command.error("unrecognized arguments: " + " ".join(extra or ["--"] + passed_on))
+    if args.command == "launch" and extra:
+        command.error(unknown_launch_arguments(command, extra))
     try:
         if args.command == "setup":
             setup(args.requirements, args.reinstall)
             return 0
         if args.command == "launch":
-            return launch(args, extra)
+            return launch(args, passed_on)
         return test(args, extra)
     except CourseError as exc:
         print(f"course.py: error: {exc}", file=sys.stderr)

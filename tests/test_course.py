@@ -30,9 +30,11 @@ def course(tmp_path, monkeypatch):
     monkeypatch.chdir(repo)
     monkeypatch.delenv(module.REQUIREMENTS_ENV, raising=False)
     module.calls = []
+    module.cwds = []
 
-    def fake_run(cmd, env=None):
+    def fake_run(cmd, env=None, cwd=None):
         module.calls.append(([str(c) for c in cmd], env))
+        module.cwds.append(Path(cwd) if cwd is not None else module.ROOT)
         return module.next_exit_codes.pop(0) if module.next_exit_codes else 0
 
     module.next_exit_codes = []
@@ -153,19 +155,124 @@ def test_test_arguments(course):
     (course.ROOT / "tests" / "test_a.py").write_text("")
     py = Path("py")
     both = course.test_commands(py, ["-x", "-k", "merge"])
-    assert [c[3:] for c in both] == [["-x", "-k", "merge"],
-                                     ["--nbval-lax", "solutions/", "-x", "-k", "merge"]]
+    assert [c[3:] for c, _ in both] == [["-x", "-k", "merge"],
+                                        ["--nbval-lax", "solutions/", "-x", "-k", "merge"]]
+    assert [cwd for _, cwd in both] == [course.ROOT, course.ROOT]
     one = course.test_commands(py, ["tests/test_a.py::test_b", "-x"])
-    assert [c[3:] for c in one] == [["tests/test_a.py::test_b", "-x"]]
+    assert [c[3:] for c, _ in one] == [["tests/test_a.py::test_b", "-x"]]
+    # an option's value is not a test path, even when a folder has that name
+    (course.ROOT / "lorakit").mkdir()
+    named = course.test_commands(py, ["-k", "lorakit"])
+    assert [c[3:] for c, _ in named] == [["-k", "lorakit"],
+                                         ["--nbval-lax", "solutions/", "-k", "lorakit"]]
 
 
-def test_launch_runs_jupyterlab_on_notebooks(course):
+def test_test_paths_are_relative_to_the_current_directory(course, monkeypatch, capsys):
+    """`cd tests && python3 ../course.py test test_a.py`: pytest runs in tests/, as if typed
+    there, so every path in the arguments means what it means in the user's shell."""
+    (course.ROOT / "solutions").mkdir()
+    (course.ROOT / "solutions" / "a.ipynb").write_text("{}")
+    tests = course.ROOT / "tests"
+    tests.mkdir()
+    (tests / "test_a.py").write_text("")
+    monkeypatch.chdir(tests)
+    assert course.main(["test", "test_a.py::test_b", "-x"]) == 0
+    (pip, _), (pytest_run, _) = course.calls
+    assert pytest_run[1:] == ["-m", "pytest", "test_a.py::test_b", "-x"]
+    assert course.cwds[-1] == tests
+
+    py = Path("py")
+    # no paths, from a subfolder: both runs name their folder relative to it
+    both = course.test_commands(py, ["-x"])
+    assert [(c[3:], cwd) for c, cwd in both] == [([".", "-x"], tests),
+                                                 (["--nbval-lax", "../solutions", "-x"], tests)]
+    # a path that exists only relative to the repo root: pytest in cwd reports it missing,
+    # and course.py says why
+    capsys.readouterr()
+    (command, cwd), = course.test_commands(py, ["tests/test_a.py"])
+    assert command[3:] == ["tests/test_a.py"] and cwd == tests
+    assert "relative to the current directory" in capsys.readouterr().out
+    # from outside the repo: absolute paths
+    outside = course.ROOT.parent / "elsewhere"
+    outside.mkdir()
+    monkeypatch.chdir(outside)
+    both = course.test_commands(py, [])
+    assert [(c[3:], cwd) for c, cwd in both] == [
+        ([str(tests)], outside), (["--nbval-lax", str(course.ROOT / "solutions")], outside)]
+
+
+def test_launch_runs_jupyterlab_on_notebooks(course, monkeypatch):
     (course.ROOT / "notebooks").mkdir()
+    monkeypatch.setenv("JUPYTER_CONFIG_PATH", "/theirs")
     assert course.main(["launch", "--no-browser", "--port", "8899"]) == 0
-    cmd = course.calls[-1][0]
+    cmd, env = course.calls[-1]
     assert cmd[1:3] == ["-m", "jupyterlab"]
     assert f"--ServerApp.root_dir={course.ROOT / 'notebooks'}" in cmd
     assert "--no-browser" in cmd and "--ServerApp.port=8899" in cmd
+    assert course.cwds[-1] == course.ROOT
+    # the course's Jupyter settings come first; the user's own config path stays
+    assert env["JUPYTER_CONFIG_PATH"].split(os.pathsep) == [
+        str(course.ROOT / "jupyter-config"), "/theirs"]
+
+
+def test_launch_passes_only_what_follows_double_dash_to_jupyter(course):
+    (course.ROOT / "notebooks").mkdir()
+    assert course.main(["launch", "--no-browser", "--", "--ServerApp.ip=0.0.0.0",
+                        "--no-browser", "--"]) == 0
+    cmd = course.calls[-1][0]
+    assert cmd[-3:] == ["--ServerApp.ip=0.0.0.0", "--no-browser", "--"]
+    assert cmd.count("--no-browser") == 2
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["launch", "--no-brow"], "--no-brow (did you mean --no-browser?)"),
+    (["launch", "--prot", "8888"], "--prot 8888 (did you mean --port?)"),
+    (["launch", "--ServerApp.ip=0.0.0.0"], "--ServerApp.ip=0.0.0.0"),
+    (["launch", "notebook.ipynb"], "notebook.ipynb"),
+])
+def test_launch_rejects_unknown_arguments(course, capsys, argv, named):
+    (course.ROOT / "notebooks").mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        course.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized argument" in err and named in err
+    for option in ("--no-browser", "--port N", "--requirements FILE", "--reinstall"):
+        assert option in err
+    assert "after `--`" in err
+    assert course.calls == []  # neither pip nor jupyter ran
+
+
+def test_setup_rejects_arguments(course, capsys):
+    for argv in (["setup", "--no-browser"], ["setup", "--", "x"]):
+        with pytest.raises(SystemExit):
+            course.main(argv)
+    assert course.calls == []
+
+
+def test_help_documents_double_dash_and_paths(capsys):
+    spec = importlib.util.spec_from_file_location("loralab_course_help", ROOT / "course.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    parser = module.build_parser()
+
+    def text(p):
+        return " ".join(p.format_help().split())
+
+    assert "after `--`" in text(parser) and "after `--`" in text(parser.commands["launch"])
+    assert "relative to the current directory" in text(parser)
+    assert "relative to the directory you are in" in text(parser.commands["test"])
+
+
+@pytest.mark.parametrize("euid", [0, 1000])
+def test_launch_as_root_allows_root_and_says_so(course, monkeypatch, capsys, euid):
+    (course.ROOT / "notebooks").mkdir()
+    monkeypatch.setattr(course.os, "geteuid", lambda: euid, raising=False)
+    assert course.main(["launch"]) == 0
+    cmd = course.calls[-1][0]
+    out = capsys.readouterr().out
+    assert ("--allow-root" in cmd) == (euid == 0)
+    assert ("--allow-root" in out) == (euid == 0)
 
 
 def test_ci_run_script():
