@@ -35,7 +35,9 @@ from typing import Callable, Iterable, Iterator
 
 import nbformat
 from sqlalchemy.exc import SAWarning
+from nbgrader.api import Course as NbCourse
 from nbgrader.api import Gradebook, MissingEntry
+from sqlalchemy.exc import IntegrityError
 from nbgrader import utils as nbgrader_utils
 from nbgrader.apps import NbGraderAPI
 
@@ -214,13 +216,23 @@ class Course:
         return cfg
 
     def api(self, **course_directory) -> NbGraderAPI:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.gradebook().close()  # the course row exists before nbgrader writes
         return NbGraderAPI(config=self.config(**course_directory))
 
     def gradebook(self) -> Gradebook:
-        """The gradebook, opened like NbGraderAPI opens it (course id '': no exchange)."""
+        """The gradebook, opened like NbGraderAPI opens it (course id '': no exchange).
+
+        nbgrader never creates the row of the course '' that every assignment then refers
+        to: SQLite does not check that reference, PostgreSQL does. So it is created here."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        return Gradebook(self.url, course_id="")
+        gb = Gradebook(self.url, course_id="")
+        if gb.db.get(NbCourse, "") is None:
+            gb.db.add(NbCourse(id=""))
+            try:
+                gb.db.commit()
+            except IntegrityError:  # another process created it meanwhile
+                gb.db.rollback()
+        return gb
 
     def ledger(self) -> Ledger:
         """The grading runs' bookkeeping (autograde/ledger.py), in the gradebook's database

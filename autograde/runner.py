@@ -65,6 +65,7 @@ def run_task(task: dict) -> dict:
                                                             "worker.log"))
         task_file.write_text(json.dumps(dict(task, files=files)), encoding="utf-8")
         env = dict(os.environ, **kernel_env(), NBGRADER_EXECUTION="autograde",
+                   LORALAB_WORKER_PARENT=str(os.getpid()),
                    PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]
                                               ).rstrip(os.pathsep))
         limit = task["notebook_timeout"] + STARTUP_TIMEOUT + 120

@@ -319,14 +319,14 @@ def _limit_flags(report, limits) -> list[str]:
 def _die_with_parent() -> None:
     """Exit when the process that started this worker dies (a killed coordinator or Dask
     worker): nobody would read the result. The sandboxes die with this process
-    (bubblewrap's --die-with-parent); the next run sweeps their cgroups."""
-    parent = os.getppid()
+    (bubblewrap's --die-with-parent); the next run sweeps their cgroups. The parent's pid
+    comes from run_task: it may have died while this process was still importing."""
+    parent = int(os.environ.get("LORALAB_WORKER_PARENT") or os.getppid())
 
     def watch() -> None:
-        while True:
+        while os.getppid() == parent:
             time.sleep(1.0)
-            if os.getppid() != parent:
-                os._exit(3)
+        os._exit(3)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 

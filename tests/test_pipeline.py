@@ -651,6 +651,7 @@ def graded_others(tmp_path_factory):
     every assignment is graded in-process by tests/test_checks_*.py)."""
     course = make_course(tmp_path_factory.mktemp("others"), agconfig.CELL_TIMEOUT,
                          ROOT / "solutions")
+    course.workers = 3  # all three at once: the cores stay busy while one waits on a kernel
     P.release(course, OTHERS)
     for assignment in OTHERS:
         (source,) = (course.source_dir / assignment).glob("*.ipynb")
@@ -1024,7 +1025,8 @@ def test_regrading_keeps_manual_scores_and_comments(graded):
         test_grade = next(g for g in nb.grades if g.name == auto[0])
         written = next(g for g in nb.grades if g.name not in auto)
         test_grade.manual_score, written.manual_score = 0.5, 1.0
-        comment = next(c for c in nb.comments if c.name == written.name)
+        answer = written.name
+        comment = next(c for c in nb.comments if c.name == answer)
         comment.manual_comment = "<b>good</b> reasoning"
         gb.db.commit()
     P.autograde(course, ASSIGNMENT, student, regrade=True)
@@ -1033,8 +1035,8 @@ def test_regrading_keeps_manual_scores_and_comments(graded):
         grades = {g.name: g for g in nb.grades}
         comments = {c.name: c for c in nb.comments}
         assert grades[auto[0]].manual_score == 0.5
-        assert grades[written.name].manual_score == 1.0
-        assert comments[written.name].manual_comment == "<b>good</b> reasoning"
+        assert grades[answer].manual_score == 1.0
+        assert comments[answer].manual_comment == "<b>good</b> reasoning"
         grades[auto[0]].manual_score = None  # the other tests read autograded scores only
         gb.db.commit()
 
