@@ -101,7 +101,22 @@ def _grade_once(root: Path, work: Path, assignment: str, students: int, **settin
     cells = [cell_seconds(course, assignment, name) for name in names]
     slots = settings.get("workers") or 2  # a Dask run here: a 2-worker LocalCluster
     per_student = wall * slots / len(outcomes)  # a worker slot's time per student
-    return {"students": len(outcomes), "wall_s": round(wall, 1),
+
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return round(sum(values) / len(values), 2) if values else None
+
+    worker = mean(o.timing.get("worker_seconds") for o in outcomes)
+    execute = mean(o.seconds for o in outcomes)
+    judge = mean(o.timing.get("judge_seconds") for o in outcomes)
+    cell = sum(cells) / len(cells)
+    parts = {  # where a student's time goes, in seconds (means)
+        "worker_process_start": round(worker - execute, 2),
+        "kernel_sandbox_and_start": round(execute - judge - cell, 2),
+        "cells": round(cell, 2),
+        "probe_and_judge": judge,
+        "coordinator_and_waiting": round(per_student - worker, 2)}
+    return {"students": len(outcomes), "wall_s": round(wall, 1), "parts_s": parts,
             "students_per_min": round(60 * len(outcomes) / wall, 2),
             "slots": slots, "per_student_s": round(per_student, 2),
             "mean_cell_execution_s": round(sum(cells) / len(cells), 2),
@@ -169,6 +184,8 @@ def _print(name: str, r: dict) -> None:
           f"{r['students_per_min']:5.1f} students/min; per student {r['per_student_s']} s of a "
           f"worker slot, of which cells {r['mean_cell_execution_s']} s, overhead "
           f"{r['overhead_s_per_student']} s", flush=True)
+    print("          " + ", ".join(f"{k.replace('_', ' ')} {v} s"
+                                   for k, v in r["parts_s"].items()), flush=True)
 
 
 def main(argv=None) -> int:

@@ -41,6 +41,7 @@ RESULTS = Table(
     Column("flags", Text, nullable=False, default="[]"),  # JSON list of strings
     Column("sandbox", Text, nullable=False, default=""),
     Column("seconds", Float),
+    Column("timing", Text, nullable=False, default="{}"),  # JSON: worker / judge seconds
     Column("at", String(32), nullable=False),
     Column("run", String(36), nullable=False),
 )
@@ -106,17 +107,19 @@ class Ledger:
             for row in conn.execute(query).mappings():
                 info = dict(row)
                 info["flags"] = json.loads(info["flags"] or "[]")
+                info["timing"] = json.loads(info["timing"] or "{}")
                 out.setdefault(info["assignment"], {})[info["student"]] = info
         return out
 
     def put(self, assignment: str, student: str, *, fingerprint: str, status: str,
             reason: str = "", autograded: bool = False, flags: list[str] | None = None,
-            sandbox: str = "", seconds: float | None = None, run: str = "") -> None:
+            sandbox: str = "", seconds: float | None = None, timing: dict | None = None,
+            run: str = "") -> None:
         """Replace the row of one submission (one transaction)."""
         row = dict(assignment=assignment, student=student, fingerprint=fingerprint,
                    status=status, reason=reason or "", autograded=bool(autograded),
                    flags=json.dumps(list(flags or [])), sandbox=sandbox or "",
-                   seconds=seconds, at=now(), run=run)
+                   seconds=seconds, timing=json.dumps(timing or {}), at=now(), run=run)
         with self.engine.begin() as conn:
             conn.execute(delete(RESULTS).where(RESULTS.c.assignment == assignment,
                                                RESULTS.c.student == student))

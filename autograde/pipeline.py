@@ -343,6 +343,8 @@ class Outcome:
     flags: list[str] = field(default_factory=list)
     sandbox: str = ""
     seconds: float | None = None
+    #: seconds: the worker process's wall time, and the judge's part of ``seconds``
+    timing: dict = field(default_factory=dict)
 
 
 def _autograded_ok(course: Course, student: str, assignment: str) -> bool:
@@ -592,7 +594,7 @@ def _autograde(course: Course, ledger: Ledger, run: str, assignment: str,
     prints = {s: fingerprint(course, assignment, s, base) for s in students}
     todo = [s for s in students if regrade or rows.get(s, {}).get("fingerprint") != prints[s]]
     outcomes = {s: Outcome(s, rows[s]["status"], rows[s]["reason"], rows[s]["flags"],
-                           rows[s]["sandbox"], rows[s]["seconds"])
+                           rows[s]["sandbox"], rows[s]["seconds"], rows[s]["timing"])
                 for s in students if s not in todo}
     if outcomes:
         course.echo(f"{len(outcomes)} submission(s) of {assignment} unchanged since they were "
@@ -622,7 +624,8 @@ def _autograde(course: Course, ledger: Ledger, run: str, assignment: str,
             _record(course, assignment, out, zero=not ok)
         ledger.put(assignment, out.student, fingerprint=prints[out.student] if final else "",
                    status=out.status, reason=out.reason, autograded=ok, flags=out.flags,
-                   sandbox=out.sandbox or plan.summary(), seconds=out.seconds, run=run)
+                   sandbox=out.sandbox or plan.summary(), seconds=out.seconds,
+                   timing=out.timing, run=run)
         outcomes[out.student] = out
         line = (f"  {out.student:24s} {out.status}" + (f" ({out.reason})" if out.reason else "")
                 + "".join(f"\n  {'':24s} flag: {f}" for f in out.flags))
@@ -688,6 +691,8 @@ def _execute(course: Course, assignment: str, tasks: list[dict], pending: dict,
                     out.flags += result.get("flags", [])
                     out.sandbox = result.get("sandbox", "")
                     out.seconds = result.get("seconds")
+                    out.timing = {k: result[k] for k in ("worker_seconds", "judge_seconds")
+                                  if k in result}
                     out.status, out.reason = result["status"], result["reason"]
                     if result.get("notebook") is not None:
                         target = folder / out.student / assignment

@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -69,6 +70,7 @@ def run_task(task: dict) -> dict:
                    PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]
                                               ).rstrip(os.pathsep))
         limit = task["notebook_timeout"] + STARTUP_TIMEOUT + 120
+        started = time.monotonic()
         with log.open("wb") as fh:
             proc = subprocess.Popen([sys.executable, "-m", "autograde.worker", str(task_file),
                                      str(result_file)], stdout=fh, stderr=subprocess.STDOUT,
@@ -81,7 +83,9 @@ def run_task(task: dict) -> dict:
                 return failed(f"the grading worker ran past {limit} s and was killed",
                               final=False)
         if result_file.is_file():
-            return json.loads(result_file.read_text(encoding="utf-8"))
+            result = json.loads(result_file.read_text(encoding="utf-8"))
+            result["worker_seconds"] = round(time.monotonic() - started, 2)
+            return result
         tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
         return failed(f"the grading worker died (exit status {code}): {(tail or [''])[0][:300]}",
                       final=False)

@@ -257,7 +257,9 @@ def execute(task: dict) -> dict:
         for index, source in hidden.items():
             nb.cells[index].source = source
         try:
+            judging = time.monotonic()
             flags += _judge(task, nb, limits, plan)
+            result["judge_seconds"] = round(time.monotonic() - judging, 2)
             result["notebook"] = nbformat.writes(nb)
         except JudgeUnavailable as error:  # ours, not the submission's: grade it again
             status, reason = NOT_GRADED, str(error)

@@ -45,7 +45,7 @@ NOTEBOOK = "lora_linear"
 SAMPLE_DIR = ROOT / "autograde" / "samples" / ASSIGNMENT
 SAMPLES = sorted(SAMPLE_DIR.glob("*.py"))
 E2E_TIMEOUT = 30  # seconds per cell in the temporary course (the notebook's slowest cell: ~1 s)
-E2E_WORKERS = 2
+E2E_WORKERS = 3  # on 2 cores: a third keeps them busy while hostile ones sleep or time out
 NETWORK_PORT = 47613  # hostile_snoop.py tries to reach the host here (loopback only)
 DAEMON_MARK = "loralab-hostile-daemon"
 HIDDEN_SAMPLE = "bug_subclass_reference"  # fails a hidden test only (the not-reference check)
@@ -828,9 +828,9 @@ CLASS = ["reference", "sample-correct_einsum", "sample-bug_no_scaling", "sample-
 def class_course(tmp: Path, graded, students=CLASS, **settings) -> P.Course:
     """A fresh course holding copies of some of `graded`'s submissions."""
     course = make_course(tmp, E2E_TIMEOUT, ROOT / "solutions")
+    course.limits = graded.course.limits
     for key, value in settings.items():
         setattr(course, key, value)
-    course.limits = graded.course.limits
     P.release(course, [ASSIGNMENT])
     for student in students:
         shutil.copytree(graded.course.submitted_dir(student, ASSIGNMENT),
@@ -967,7 +967,8 @@ def test_a_killed_coordinator_and_a_killed_worker_lose_and_duplicate_nothing(gra
     (Both runs use 1 worker and no hostile neighbours: the scores also equal those of a
     serial run of each student alone.)"""
     students = CLASS[:4]
-    course = class_course(tmp_path, graded, students)
+    # the command line's limits (the default ones): the settings are part of a fingerprint
+    course = class_course(tmp_path, graded, students, limits=agconfig.SANDBOX_LIMITS)
     cmd = [sys.executable, "-m", "autograde", "--root", str(course.root), "--work-dir",
            str(course.work_dir), "grade", ASSIGNMENT, "--workers", "1",
            "--timeout", str(E2E_TIMEOUT)]
