@@ -14,14 +14,9 @@ test leaves a screenshot under its tmp_path and names it in the assertion messag
 """
 from __future__ import annotations
 
-import os
 import re
-import secrets
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # autograde/ is a folder of the repository, not installed
     sys.path.insert(0, str(ROOT))
 
-from test_launch import STARTUP_SECONDS, Server, free_port, load_course  # noqa: E402
+from test_launch import course_lab, load_course  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -84,45 +79,10 @@ def lab(tmp_path_factory):
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)],
                                             metadata=metadata), served / "explorer.ipynb")
 
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")}
-    env = course.jupyter_lab_environment(environ)
-    for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR"):
-        env[name] = str(tmp / name.lower())  # no settings of the user who runs the tests
-    port, token = free_port(), secrets.token_hex(16)
-    cmd = course.jupyter_lab_command(sys.executable, no_browser=True, port=port) + [
-        "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}"]
-    root_arg = f"--ServerApp.root_dir={ROOT / 'notebooks'}"
-    assert root_arg in cmd
-    cmd[cmd.index(root_arg)] = f"--ServerApp.root_dir={served}"
-    log_path = tmp / "jupyter.log"
-    server = Server(f"http://127.0.0.1:{port}", token)
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(c) for c in cmd], cwd=str(ROOT), env=env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:  # polling a subprocess, not a page: no locator to wait on here
-            if proc.poll() is not None:
-                pytest.fail(f"jupyter lab exited ({proc.returncode}):\n{log_path.read_text()}")
-            try:
-                if server.request("/api/status")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"no answer in {STARTUP_SECONDS} s:\n{log_path.read_text()}")
-            time.sleep(0.2)
-        yield {"server": server, "served": served, "log": log_path,
+    with course_lab(course, tmp, served) as lab:
+        server, token = lab["server"], lab["token"]
+        yield {"server": server, "served": served, "log": lab["log"],
                "url": lambda path: f"{server.url}/lab/tree/{path}?token={token}&reset"}
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 # -- the browser ----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ and no stored outputs.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -148,6 +149,55 @@ class Server:
         return json.loads(body)
 
 
+@contextlib.contextmanager
+def course_lab(course, tmp: Path, served: Path):
+    """JupyterLab with `course.py launch`'s command and environment, serving ``served``, on a
+    free loopback port, with empty Jupyter folders of its own (no settings of the user who
+    runs the tests). Yields once it answers /api/status: a dict with server, token, cmd and
+    log (the log file's path); stopped by its PID afterwards, also on failure, and then
+    ``lab["exit"]`` holds its exit status ("killed" if SIGTERM was not enough)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")}
+    env = course.jupyter_lab_environment(environ)
+    for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR"):
+        env[name] = str(tmp / name.lower())
+    port, token = free_port(), secrets.token_hex(16)
+    cmd = course.jupyter_lab_command(sys.executable, no_browser=True, port=port) + [
+        "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}"]
+    root_arg = f"--ServerApp.root_dir={ROOT / 'notebooks'}"
+    assert root_arg in cmd
+    cmd[cmd.index(root_arg)] = f"--ServerApp.root_dir={served}"
+    log_path = tmp / "jupyter.log"
+    server = Server(f"http://127.0.0.1:{port}", token)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(c) for c in cmd], cwd=str(ROOT), env=env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    lab = {"server": server, "token": token, "cmd": cmd, "log": log_path}
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:  # polling a subprocess: nothing to wait on but its answer
+            if proc.poll() is not None:
+                pytest.fail(f"jupyter lab exited ({proc.returncode}):\n{log_path.read_text()}")
+            try:
+                if server.request("/api/status")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"no answer in {STARTUP_SECONDS} s:\n{log_path.read_text()}")
+            time.sleep(0.2)
+        yield lab
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)  # what Ctrl-C twice does, without a terminal
+        try:
+            lab["exit"] = proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            lab["exit"] = "killed"
+
+
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory):
     """Start the course's JupyterLab, record its answers, stop it by PID, keep its log."""
@@ -167,37 +217,11 @@ def launched(tmp_path_factory):
         "language_info": {"name": "R", "version": "4.3.0"}})
     nbformat.write(r_notebook, served / "r.ipynb")
 
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")}
-    env = course.jupyter_lab_environment(environ)
-    for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR"):
-        env[name] = str(tmp / name.lower())  # no settings of the user who runs the tests
-    port, token = free_port(), secrets.token_hex(16)
-    cmd = course.jupyter_lab_command(sys.executable, no_browser=True, port=port) + [
-        "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}"]
-    root_arg = f"--ServerApp.root_dir={ROOT / 'notebooks'}"
-    assert root_arg in cmd
-    cmd[cmd.index(root_arg)] = f"--ServerApp.root_dir={served}"
-    log_path = tmp / "jupyter.log"
-    server = Server(f"http://127.0.0.1:{port}", token)
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(c) for c in cmd], cwd=str(ROOT), env=env, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    answers = {"cmd": cmd, "served": served}
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"jupyter lab exited ({proc.returncode}):\n{log_path.read_text()}")
-            try:
-                answers["status"] = server.request("/api/status")
-                if answers["status"][0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"no answer in {STARTUP_SECONDS} s:\n{log_path.read_text()}")
-            time.sleep(0.2)
+    answers = {"served": served}
+    with course_lab(course, tmp, served) as lab:
+        server = lab["server"]
+        answers["cmd"] = lab["cmd"]
+        answers["status"] = server.request("/api/status")
         answers["notification"] = server.json(
             "/lab/api/settings/@jupyterlab/apputils-extension:notification")
         status, page = server.request("/lab")
@@ -213,15 +237,8 @@ def launched(tmp_path_factory):
                                             "r.ipynb")}
         answers["kernelspecs"] = server.json("/api/kernelspecs")
         answers["validate"] = server.json("/assignments/validate", {"path": "tiny.ipynb"})
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)  # what Ctrl-C twice does, without a terminal
-        try:
-            answers["exit"] = proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            answers["exit"] = "killed"
+    answers["exit"] = lab["exit"]
+    log_path = lab["log"]
     answers["log"] = log_path.read_text(encoding="utf-8", errors="replace")
     return answers
 
