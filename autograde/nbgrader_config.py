@@ -19,5 +19,8 @@ if str(_ROOT) not in sys.path:
 from autograde.config import apply_kernel_env, course_config  # noqa: E402
 
 c = get_config()  # noqa: F821 (provided by traitlets when it loads this file)
+# The formgrader opens the gradebook in this folder and fails ("unable to open database
+# file") while it does not exist, as on a fresh clone; an empty gradebook is created in it.
+(_ROOT / "autograde" / "course").mkdir(exist_ok=True)
 c.merge(course_config(_ROOT, _ROOT / "autograde" / "course"))
 apply_kernel_env()  # grading kernels inherit these (PYTHONHASHSEED=0)
