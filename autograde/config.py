@@ -248,6 +248,17 @@ def _step_directory(root: Path, path: Path) -> str:
         return str(path.resolve())
 
 
+#: Environment variable naming the gradebook's database (any SQLAlchemy URL); --db wins.
+DB_URL_ENV = "LORALAB_GRADEBOOK_URL"
+
+
+def gradebook_url(work_dir: str | os.PathLike, db_url: str | None = None) -> str:
+    """The gradebook's database: ``db_url``, else $LORALAB_GRADEBOOK_URL, else SQLite in
+    ``work_dir``."""
+    return (db_url or os.environ.get(DB_URL_ENV)
+            or "sqlite:///" + str(Path(work_dir).resolve() / "gradebook.db"))
+
+
 def course_config(root: str | os.PathLike = ROOT, work_dir: str | os.PathLike | None = None,
                   timeout: int = CELL_TIMEOUT, db_url: str | None = None) -> Config:
     """The nbgrader configuration of a LoRA Lab course.
@@ -275,8 +286,7 @@ def course_config(root: str | os.PathLike = ROOT, work_dir: str | os.PathLike | 
     course.feedback_directory = step("feedback")
     course.solution_directory = step("solution")
     course.source_with_tests_directory = step("source_with_tests")
-    course.db_url = (db_url or os.environ.get("LORALAB_GRADEBOOK_URL")
-                     or "sqlite:///" + str(work_dir / "gradebook.db"))
+    course.db_url = gradebook_url(work_dir, db_url)
     course.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback"]
 
     # Release: nbgrader's default GenerateAssignment list already clears solutions, hidden tests

@@ -27,7 +27,6 @@ import os
 import re
 import shutil
 import sys
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,18 +45,17 @@ from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, Igno
                                     LimitOutput, SaveAutoGrades)
 
 from .config import (CELL_OUTPUT_BYTES, CELL_TIMEOUT, GRADED, NOT_GRADED, NOTEBOOK_OUTPUT_BYTES,
-                     NOTEBOOK_TIMEOUT, ROOT, SANDBOX_LIMITS, STARTUP_TIMEOUT, WORKERS,
-                     NoPartialCredit, course_config, first_line, is_test_cell, kernel_env,
+                     NOTEBOOK_TIMEOUT, ROOT, SANDBOX_LIMITS, WORKERS,
+                     NoPartialCredit, course_config, first_line, gradebook_url, is_test_cell,
+                     kernel_env,
                      visible_source)
-from .ledger import Busy, Ledger
+from .ledger import Busy, Ledger, now
 from .runner import DaskRunner, LocalRunner, encode_files
 from .sandbox import Limits, Plan, detect, sweep
 
 CSV_COLUMNS = ["student_id", "assignment", "score", "max_score", "auto_score", "auto_max_score",
                "late_penalty", "status", "reason", "needs_manual_grade", "flagged", "flags",
                "sandbox", "seconds", "timestamp"]
-#: Environment variable naming the gradebook's database (any SQLAlchemy URL); --db wins.
-DB_URL_ENV = "LORALAB_GRADEBOOK_URL"
 #: The code whose change changes a grade: a change here regrades every submission.
 GRADER_CODE = ("lorakit/**/*.py", "autograde/config.py", "autograde/judge.py",
                "autograde/worker.py", "autograde/cells.py", "autograde/sandbox.py")
@@ -205,8 +203,7 @@ class Course:
     def url(self) -> str:
         """The gradebook's database URL: ``db_url``, else $LORALAB_GRADEBOOK_URL, else SQLite
         in the work directory."""
-        return (self.db_url or os.environ.get(DB_URL_ENV)
-                or "sqlite:///" + str(self.work_dir / "gradebook.db"))
+        return gradebook_url(self.work_dir, self.db_url)
 
     def config(self, **course_directory):
         """The nbgrader Config of this course (course_config), with CourseDirectory overrides."""
@@ -575,16 +572,12 @@ def autograde(course: Course, assignment: str, student: str = "*",
     if not students:
         course.echo(f"no submissions of {assignment} under {course.work_dir / 'submitted'}")
         return []
-    with course.ledger() as ledger:
+    with course.ledger() as ledger, contextlib.ExitStack() as held:
         try:
-            held = ledger.lock(assignment)
-            run = held.__enter__()
+            run = held.enter_context(ledger.lock(assignment))
         except Busy as error:
             raise PipelineError(str(error)) from None
-        try:
-            return _autograde(course, ledger, run, assignment, students, regrade)
-        finally:
-            held.__exit__(None, None, None)
+        return _autograde(course, ledger, run, assignment, students, regrade)
 
 
 def _autograde(course: Course, ledger: Ledger, run: str, assignment: str,
@@ -609,7 +602,7 @@ def _autograde(course: Course, ledger: Ledger, run: str, assignment: str,
     incoming, prepared, executed = (scratch / n for n in ("incoming", "prepared", "executed"))
     for folder in (incoming, prepared, executed):
         folder.mkdir(parents=True)
-    log = [f"{_now()} grading {assignment}: {len(todo)} submission(s) (run {run}), "
+    log = [f"{now()} grading {assignment}: {len(todo)} submission(s) (run {run}), "
            f"sandbox {plan.summary()}"]
 
     def finish(out: Outcome, ok: bool, final: bool = True) -> None:
@@ -713,13 +706,7 @@ def _execute(course: Course, assignment: str, tasks: list[dict], pending: dict,
                     finish(pending.pop(name), ok, final=result.get("final", True))
                 bar.update(len(batch))
     finally:
-        close = getattr(runner, "close", None)
-        if close:
-            close()
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        runner.close()
 
 
 def _all_notebooks(course: Course, assignment: str, folder: Path) -> bool:

@@ -28,7 +28,7 @@ import nbformat
 from nbgrader.api import MissingEntry
 
 from .config import GRADED, NOT_GRADED
-from .pipeline import Course, _autograded_cells, grade_rows
+from .pipeline import Course, _autograded_cells, _autograded_ok, grade_rows
 
 SCHEMA = 1
 #: Failure messages are shortened to this many characters.
@@ -47,7 +47,9 @@ def collect(course: Course, assignment: str) -> dict:
     rows = grade_rows(course, [assignment])
     cells = _cells(course, assignment)
     grades = _grades(course, assignment)
-    executed = sorted(s for s in grades if _executed(course, s, assignment))
+    # scored from an executed notebook: a run that failed has none, and its zeros say
+    # nothing about any one test
+    executed = sorted(s for s in grades if _autograded_ok(course, s, assignment))
     failures = {s: _failures(course, s, assignment, cells, grades[s]) for s in executed}
     return {
         "schema": SCHEMA,
@@ -145,13 +147,6 @@ def _grades(course: Course, assignment: str) -> dict[str, dict[tuple[str, str], 
                                                "max_score": float(g.max_score or 0.0),
                                                "needs_manual_grade": bool(g.needs_manual_grade)}
     return out
-
-
-def _executed(course: Course, student: str, assignment: str) -> bool:
-    """Whether nbgrader scored an executed notebook of this submission (every autograded
-    notebook is there); a run that failed has none, and its zeros say nothing about a test."""
-    folder = course.autograded_dir(student, assignment)
-    return all((folder / f"{n}.ipynb").is_file() for n in course.notebook_names(assignment))
 
 
 def shorten(text: str, limit: int = MESSAGE_CHARS) -> str:

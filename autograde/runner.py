@@ -100,6 +100,9 @@ class LocalRunner:
     def describe(self) -> str:
         return f"{self.workers} local worker(s)"
 
+    def close(self) -> None:
+        """Nothing to release: the pool ends when `batches` does."""
+
     def batches(self, tasks: Iterable[dict]) -> Iterator[list[tuple[dict, dict]]]:
         tasks = list(tasks)
         if not tasks:

@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from html.parser import HTMLParser
@@ -935,7 +936,6 @@ def test_dask_cluster_grades_like_the_local_path(graded, tmp_path):
                     killed.append(busy[0])
                 time.sleep(0.2)
 
-        import threading
         killer = threading.Thread(target=kill_one_worker)
         killer.start()
         P.autograde(course, ASSIGNMENT)
@@ -984,7 +984,6 @@ def test_a_killed_coordinator_and_a_killed_worker_lose_and_duplicate_nothing(gra
     time.sleep(3)  # the orphaned worker notices and exits
     assert not _workers_running()
 
-    import threading
     killed = []
 
     def kill_a_worker():
