@@ -1,7 +1,6 @@
-"""A real code corpus that needs no download: the Python standard library's own source files.
+"""A real code corpus that needs no download: source files of the Python standard library.
 
-Two disjoint *domains*, chosen by package, module and test-file *names* (never by file contents,
-so the split is the same on every Python version even though the files differ a little):
+Two disjoint *domains*, chosen by package, module and test-file *names* (never by file contents):
 
 - ``"pretrain"``: library code — the top-level modules (``typing.py``, ``argparse.py``, …) and
   packages such as ``asyncio``, ``collections``, ``importlib``, ``logging``, ``unittest``. The
@@ -17,14 +16,33 @@ Inside each domain a file goes to ``"val"`` when the CRC-32 of its relative path
 5 (about 20 % of the files), else to ``"train"``. Other test suites (``test/``, ``*/test/``,
 ``tests/``, ``idle_test/``) and generated or data-like files are in no domain.
 
+**Where the files come from.** The splits the notebooks and experiments read — ``adapt/train``,
+``adapt/val`` and ``pretrain/val`` (``SHIPPED``) — ship with lorakit in
+``lorakit/assets/corpus.tar.xz``: the files of CPython 3.11.7 that the shipped TinyLM and every
+saved experiment were made from, under the Python Software Foundation License
+(``corpus-LICENSE.txt`` beside it; ``corpus-README.md`` says what is in it and why). So the data
+are the same on every machine and Python version, and the stdlib's own ``test/`` package (which
+Debian and Fedora package separately) is not needed. Only ``pretrain/train``, which nothing but
+``python -m lorakit.pretrain`` reads, comes from this interpreter's standard library
+(``stdlib_root()``); the re-training command says when it differs from the shipped model's.
+An explicit ``root=`` (a stdlib directory, or an archive made by ``build_archive``) reads every
+split from there instead. ``python -m lorakit.corpus build-archive`` rebuilds the archive.
+
 Tokenizer: bytes. ``encode`` maps UTF-8 text to ids in [0, 256); ``decode`` maps them back.
 A vocabulary of 256 keeps the embedding small, and every file tokenizes.
 """
 from __future__ import annotations
 
+import argparse
+import functools
 import hashlib
+import io
+import json
+import lzma
 import os
+import sys
 import sysconfig
+import tarfile
 import zlib
 from pathlib import Path
 from typing import Iterator
@@ -54,10 +72,18 @@ ADAPT_TEST_SUBJECTS = (
 EXCLUDED_MODULES = ("__hello__", "antigravity", "this")
 EXCLUDED_PREFIXES = ("_sysconfigdata",)
 EXCLUDED_DIRS = ("test", "tests", "idle_test", "__pycache__", "site-packages")
-TEST_ROOT = "test"  # the stdlib's own test suite: only its adapt-domain files are used
+TEST_ROOT = "test"  # the stdlib's own test package: only its adapt-domain files are used
 DOMAINS = ("pretrain", "adapt")
 SPLITS = ("train", "val")
 VAL_EVERY = 5  # crc32(path) % VAL_EVERY == 0 -> "val"
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+ARCHIVE = ASSETS / "corpus.tar.xz"          # the SHIPPED splits, paths relative to the stdlib root
+ARCHIVE_LICENSE = ASSETS / "corpus-LICENSE.txt"   # the PSF License of those files
+ARCHIVE_README = ASSETS / "corpus-README.md"      # what is in the archive, from where, and why
+# The splits read from ARCHIVE by default. pretrain/train (only `python -m lorakit.pretrain`
+# reads it) comes from this interpreter's standard library.
+SHIPPED = (("adapt", "train"), ("adapt", "val"), ("pretrain", "val"))
 
 
 def stdlib_root() -> Path:
@@ -120,39 +146,88 @@ def top_name(relpath: str) -> str:
     return first[:-3] if first.endswith(".py") else first
 
 
+def _selected(rel: str, domain: str, split: str, packages) -> bool:
+    return (domain_of(rel) == domain and split_of(rel) == split
+            and (packages is None or top_name(rel).startswith(tuple(packages))))
+
+
+def source_of(domain: str, split: str, root: str | os.PathLike | None = None) -> Path:
+    """Where one split is read from: ``root`` when given (a stdlib directory or a corpus archive),
+    else ``ARCHIVE`` for the ``SHIPPED`` splits and ``stdlib_root()`` for pretrain/train."""
+    if root is not None:
+        return Path(root)
+    return ARCHIVE if (domain, split) in SHIPPED else stdlib_root()
+
+
+@functools.lru_cache(maxsize=4)
+def _read_archive(path: str, mtime_ns: int, size: int) -> dict[str, bytes]:
+    with tarfile.open(path, "r:*") as tf:
+        return {m.name: tf.extractfile(m).read() for m in tf if m.isfile()}
+
+
+def _archive(path: Path) -> dict[str, bytes]:
+    """Relative path -> bytes of every file in a corpus archive (read once, then kept)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"lorakit's corpus archive {path} is missing. It is part of the lorakit package: "
+            "reinstall lorakit, or rebuild it with `python -m lorakit.corpus build-archive`.") from None
+    return _read_archive(str(path), st.st_mtime_ns, st.st_size)
+
+
 def list_files(domain: str, split: str, root: str | os.PathLike | None = None,
                packages: tuple[str, ...] | list[str] | None = None) -> list[str]:
     """Sorted relative paths (POSIX style) of the stdlib files in one domain and split.
 
-    ``packages``: keep only files whose ``top_name`` starts with one of these, e.g.
-    ``("email", "smtp")`` for the mail tests of the "adapt" domain.
+    Read from ``source_of(domain, split, root)``. ``packages``: keep only files whose
+    ``top_name`` starts with one of these, e.g. ``("email", "smtp")`` for the mail tests of the
+    "adapt" domain.
     """
     _check(domain, split)
-    root = Path(root) if root is not None else stdlib_root()
+    source = source_of(domain, split, root)
+    if source == ARCHIVE or source.is_file():
+        return sorted(rel for rel in _archive(source) if _selected(rel, domain, split, packages))
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel_dir = Path(dirpath).relative_to(root)
+    for dirpath, dirnames, filenames in os.walk(source):
+        rel_dir = Path(dirpath).relative_to(source)
         dirnames[:] = sorted(d for d in dirnames if d not in EXCLUDED_DIRS
                              or (d == TEST_ROOT and rel_dir == Path(".") and domain == "adapt"))
         for name in filenames:
             rel = (rel_dir / name).as_posix()
-            if (domain_of(rel) == domain and split_of(rel) == split
-                    and (packages is None or top_name(rel).startswith(tuple(packages)))):
+            if _selected(rel, domain, split, packages):
                 found.append(rel)
     return sorted(found)
 
 
 def existing_files(domain: str, split: str, root: str | os.PathLike | None = None,
                    packages: tuple[str, ...] | list[str] | None = None) -> list[str]:
-    """``list_files``, but a FileNotFoundError that says why when there are none."""
-    root = Path(root) if root is not None else stdlib_root()
+    """``list_files``, but a FileNotFoundError that says where it looked when there are none."""
     files = list_files(domain, split, root, packages)
     if not files:
-        hint = (" The adapt domain lives in the standard library's own test suite (test/), which some "
-                "Linux distributions package separately (Debian/Ubuntu: libpython3.X-testsuite); "
-                "Python from python.org, conda or pyenv includes it." if domain == "adapt" else "")
-        raise FileNotFoundError(f"no {domain}/{split} files (packages={packages}) under {root}.{hint}")
+        raise FileNotFoundError(f"no {domain}/{split} files (packages={packages}) "
+                                f"in {source_of(domain, split, root)}")
     return files
+
+
+def read_bytes(relpath: str, root: str | os.PathLike | None = None) -> bytes:
+    """The bytes of one file of the corpus, read from where its split is read (``source_of``)."""
+    domain = domain_of(relpath)
+    source = source_of(domain, split_of(relpath), root) if domain else (
+        Path(root) if root is not None else stdlib_root())
+    if source == ARCHIVE or source.is_file():
+        members = _archive(source)
+        if relpath not in members:
+            raise FileNotFoundError(f"{relpath} is not in {source}")
+        return members[relpath]
+    return (source / relpath).read_bytes()
+
+
+def read_text(relpath: str, root: str | os.PathLike | None = None) -> str:
+    """``read_bytes`` decoded as ``Path.read_text(encoding="utf-8", errors="replace")`` would
+    (universal newlines: ``\\r\\n`` and a lone ``\\r`` become ``\\n``)."""
+    return io.TextIOWrapper(io.BytesIO(read_bytes(relpath, root)), encoding="utf-8",
+                            errors="replace").read()
 
 
 def load_text(domain: str, split: str, max_bytes: int | None = None,
@@ -162,11 +237,10 @@ def load_text(domain: str, split: str, max_bytes: int | None = None,
 
     ``max_bytes`` cuts the UTF-8 text after that many bytes (whole files first, then the tail).
     """
-    root = Path(root) if root is not None else stdlib_root()
     files = existing_files(domain, split, root, packages)
     parts, size = [], 0
     for rel in files:
-        text = (root / rel).read_text(encoding="utf-8", errors="replace")
+        text = read_text(rel, root)
         parts.append(text)
         size += len(text.encode("utf-8")) + 2
         if max_bytes is not None and size >= max_bytes:
@@ -179,14 +253,84 @@ def load_text(domain: str, split: str, max_bytes: int | None = None,
 
 def fingerprint(domain: str, split: str, root: str | os.PathLike | None = None) -> dict:
     """Number of files, bytes and a SHA-256 over names and contents: records what a run saw."""
-    root = Path(root) if root is not None else stdlib_root()
     h, n_bytes = hashlib.sha256(), 0
     files = list_files(domain, split, root)
     for rel in files:
-        data = (root / rel).read_bytes()
+        data = read_bytes(rel, root)
         h.update(rel.encode() + b"\0" + data)
         n_bytes += len(data)
     return {"files": len(files), "bytes": n_bytes, "sha256": h.hexdigest()}
+
+
+def shipped_fingerprints() -> dict[str, dict]:
+    """The fingerprints the shipped TinyLM's card records ("domain/split" -> fingerprint): the
+    data it and every saved experiment were made from."""
+    card = json.loads((ASSETS / "tinylm.json").read_text(encoding="utf-8"))
+    return card["data"]["fingerprints"]
+
+
+# --- the shipped archive ----------------------------------------------------------------------
+
+def build_archive(out: str | os.PathLike = ARCHIVE, root: str | os.PathLike | None = None) -> dict:
+    """Write the ``SHIPPED`` splits of the stdlib at ``root`` (default: this interpreter's) to
+    ``out``, an .tar.xz of their files under their relative paths, and return their fingerprints.
+
+    Reproducible: sorted names, no times, owners or permissions of the machine, so the same files
+    give the same tar stream (and, with the same liblzma, the same bytes).
+    """
+    root = Path(root) if root is not None else stdlib_root()
+    out = Path(out)
+    names = sorted(rel for d, s in SHIPPED for rel in existing_files(d, s, root))
+    tmp = out.with_name(out.name + ".tmp")
+    with tarfile.open(tmp, "w:xz", preset=9 | lzma.PRESET_EXTREME,
+                      format=tarfile.USTAR_FORMAT) as tf:
+        for rel in names:
+            data = (root / rel).read_bytes()
+            info = tarfile.TarInfo(rel)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tf.addfile(info, io.BytesIO(data))
+    os.replace(tmp, out)
+    return {f"{d}/{s}": fingerprint(d, s, out) for d, s in SHIPPED}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m lorakit.corpus",
+        description="Rebuild lorakit/assets/corpus.tar.xz, the corpus splits that ship with "
+                    "lorakit, from a Python standard library (see lorakit/assets/corpus-README.md).")
+    sub = ap.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build-archive", help="write the shipped splits of a stdlib to an archive")
+    build.add_argument("--root", type=Path, default=None,
+                       help="the stdlib directory (default: this interpreter's)")
+    build.add_argument("--out", type=Path, default=ARCHIVE, help="default: %(default)s")
+    build.add_argument("--force", action="store_true",
+                       help="write --out even when the files are not the ones tinylm.json records")
+    args = ap.parse_args(argv)
+    new = args.out.with_name(args.out.name + ".new")
+    try:
+        fps = build_archive(new, args.root)
+    except FileNotFoundError as e:
+        print(f"{e}. Rebuilding needs a standard library with its test/ package (CPython 3.11.7 "
+              "from python.org, pyenv or conda has it).", file=sys.stderr)
+        return 1
+    expected = shipped_fingerprints()
+    same = True
+    for key, fp in fps.items():
+        ok = fp == expected.get(key)
+        same &= ok
+        print(f"{key:15s} {fp['files']:4d} files {fp['bytes']:>9,} bytes  sha256 {fp['sha256'][:16]}  "
+              + ("= tinylm.json" if ok else "DIFFERS from tinylm.json"))
+    if not (same or args.force):
+        new.unlink()
+        print(f"not written: these are not the files the shipped TinyLM and the saved experiments "
+              f"were made from (CPython 3.11.7's), so {args.out} is left as it was. --force writes "
+              "them anyway; the notebooks' numbers would then change.")
+        return 1
+    os.replace(new, args.out)
+    print(f"wrote {args.out} ({args.out.stat().st_size:,} bytes)")
+    return 0 if same else 1
 
 
 # --- tokenizer --------------------------------------------------------------------------------
@@ -252,3 +396,7 @@ def eval_batches(tokens: torch.Tensor, context: int, batch_size: int = 32,
         if device is not None:
             x, y = x.to(device), y.to(device)
         yield x, y
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

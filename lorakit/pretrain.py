@@ -1,11 +1,16 @@
-"""Pretrain the shipped TinyLM on the standard library's "pretrain" domain.
+"""Pretrain the shipped TinyLM on the standard library's "pretrain" domain (a repository tool).
 
     python -m lorakit.pretrain                 # the shipped run: about 10-15 min on 2 CPU cores
     python -m lorakit.pretrain --steps 20 --out /tmp/tinylm   # a quick smoke run elsewhere
 
 Writes ``tinylm.safetensors`` (float16 weights) and ``tinylm.json`` (the card: config, date,
 machine, seeds, data split and fingerprints, losses and perplexities, wall time) to ``--out``
-(default: ``lorakit/assets``). Deterministic for a given seed, thread count and stdlib.
+(default: ``lorakit/assets``). Deterministic for a given seed, thread count and training data.
+
+The training split, pretrain/train, is read from this interpreter's standard library; the
+evaluation splits (pretrain/val, adapt/val) ship with lorakit (``lorakit.corpus``). The shipped
+model was trained on CPython 3.11.7's files: on another Python the command says that its
+training data differ from those (``data_check``), and the run is then a different model.
 """
 from __future__ import annotations
 
@@ -46,6 +51,21 @@ def reproduce_command(argv: list[str]) -> str:
     return " ".join(["python -m lorakit.pretrain"] + kept)
 
 
+def data_check() -> tuple[bool, str]:
+    """(same, message): is pretrain/train here the data the shipped TinyLM was trained on?"""
+    here = corpus.fingerprint("pretrain", "train")
+    shipped = corpus.shipped_fingerprints()["pretrain/train"]
+    where = corpus.source_of("pretrain", "train")
+    if here == shipped:
+        return True, f"pretrain/train ({where}) is the shipped model's training data"
+    return False, (
+        f"WARNING: pretrain/train in {where} ({here['files']} files, {here['bytes']:,} bytes, "
+        f"sha256 {here['sha256'][:12]}) differs from the data the shipped TinyLM was trained on "
+        f"({shipped['files']} files, {shipped['bytes']:,} bytes, sha256 {shipped['sha256'][:12]}: "
+        "CPython 3.11.7's standard library). This run trains on different data: its weights and "
+        "numbers will differ from the shipped model's, and the saved experiments were run on that one.")
+
+
 def machine() -> dict:
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "python": platform.python_version(),
@@ -70,6 +90,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     t0 = time.time()
+    same_data, message = data_check()
+    print(message, file=sys.stdout if same_data else sys.stderr, flush=True)
     train = corpus.load_tokens("pretrain", "train")
     val = corpus.load_tokens("pretrain", "val")
     adapt_val = corpus.load_tokens("adapt", "val")
@@ -127,7 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
         "weights_dtype": "float16",
         "seeds": {"torch.manual_seed (init)": args.seed, "batch sampler generator": args.seed + 1},
         "data": {
-            "source": "Python standard library source files (lorakit.corpus)",
+            "source": "Python standard library source files (lorakit.corpus): pretrain/train from "
+                      "the interpreter's stdlib, the other splits from lorakit/assets/corpus.tar.xz",
             "tokenizer": "bytes (vocab 256)",
             "pretrain": {"packages": list(corpus.PRETRAIN_PACKAGES),
                          "modules": "every top-level module except the held-out and excluded ones"},

@@ -1,7 +1,7 @@
 """Data for HyLoRADA v2's structure priors (notebook 07): AST depth of code, periodic time series.
 
-Nothing is downloaded: code comes from the standard library (``lorakit.corpus``), series are
-generated from a seed.
+Nothing is downloaded: code comes from ``lorakit.corpus`` (standard-library files of CPython
+3.11.7 that ship with lorakit), series are generated from a seed.
 
 **AST depth of code.** For each byte of a Python source, the depth of the innermost AST node
 whose source span contains that byte (``ast_depths``): the module is depth 0, a top-level
@@ -49,7 +49,6 @@ from __future__ import annotations
 import ast
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -137,11 +136,11 @@ def load_tokens_with_depths(domain: str, split: str, max_bytes: int | None = Non
 
     Each file is parsed whole (then cut, when ``max_bytes`` cuts it); the ``"\\n\\n"`` between
     files has depth 0. ``info``: files, files that did not parse (depth 0 throughout), bytes.
+    ``root``: as in ``corpus.list_files`` (default: where ``corpus.source_of`` reads the split).
     """
-    root = Path(root) if root is not None else corpus.stdlib_root()
     chunks, dchunks, size, failed, files = [], [], 0, [], 0
     for i, rel in enumerate(corpus.existing_files(domain, split, root, packages)):
-        text = (root / rel).read_text(encoding="utf-8", errors="replace")
+        text = corpus.read_text(rel, root)
         if i:
             chunks.append(b"\n\n")
             dchunks.append(torch.zeros(2, dtype=torch.long))

@@ -1,5 +1,6 @@
 """The dependency lists agree: pyproject.toml (pip users), environment.yml (conda users),
-and requirements-cpu.txt (what `python3 course.py setup` installs)."""
+and requirements-cpu.txt (what `python3 course.py setup` installs). A built wheel holds the
+package data (the corpus archive and its licence)."""
 
 import re
 from pathlib import Path
@@ -116,3 +117,41 @@ def test_pytest_markers_registered():
     markers = _pyproject()["tool"]["pytest"]["ini_options"]["markers"]
     names = {m.split(":", 1)[0].strip() for m in markers}
     assert {"slow", "gpu"} <= names
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_corpus_and_its_licence(tmp_path):
+    """A built wheel holds the notebooks' corpus archive, its PSF licence and its README
+    (pyproject.toml's package-data and license-files)."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    pytest.importorskip("setuptools")
+    src = tmp_path / "src"                 # build a copy: setuptools writes build/ and egg-info
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE", "ATTRIBUTION.md"):
+        shutil.copy2(ROOT / name, src / name)
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "course")
+    for package in ("lorakit", "autograde"):
+        shutil.copytree(ROOT / package, src / package, ignore=skip)
+    out = tmp_path / "dist"
+    out.mkdir()
+    built = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; from setuptools import build_meta; build_meta.build_wheel(sys.argv[1])",
+         str(out)], cwd=src, capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    wheel, = out.glob("lorakit-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for asset in ("corpus.tar.xz", "corpus-LICENSE.txt", "corpus-README.md",
+                  "tinylm.json", "tinylm.safetensors"):
+        assert f"lorakit/assets/{asset}" in names, asset
+    assert any(n.endswith("licenses/lorakit/assets/corpus-LICENSE.txt") for n in names), (
+        "the corpus licence is one of the wheel's licence files")
+    with zipfile.ZipFile(wheel) as z:
+        shipped = z.read("lorakit/assets/corpus.tar.xz")
+        metadata = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: MIT AND PSF-2.0" in metadata
+    assert shipped == (ROOT / "lorakit" / "assets" / "corpus.tar.xz").read_bytes()

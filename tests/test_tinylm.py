@@ -1,4 +1,5 @@
-"""The shipped TinyLM and its stdlib corpus: loads offline, right shapes and names, learned something."""
+"""The shipped TinyLM and its stdlib corpus: loads offline, right shapes and names, learned something.
+(The corpus archive that ships with lorakit: tests/test_corpus.py.)"""
 import json
 import socket
 import zlib
@@ -268,7 +269,7 @@ def test_pretrain_command_is_deterministic(tmp_path):
     assert m.config.context == 32
 
 
-def test_missing_test_suite_is_explained(tmp_path):
+def test_a_root_without_the_split_says_where_it_looked(tmp_path):
     (tmp_path / "typing.py").write_text("x = 1\n")
-    with pytest.raises(FileNotFoundError, match="testsuite"):
+    with pytest.raises(FileNotFoundError, match=f"no adapt/train files .* in {tmp_path}"):
         corpus.load_text("adapt", "train", root=tmp_path)
