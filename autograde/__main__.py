@@ -1,4 +1,5 @@
-"""python -m autograde {release,grade,feedback,export,report,sandbox}: the instructor's pipeline.
+"""python -m autograde {release,grade,feedback,export,report,formgrader,sandbox}: the
+instructor's pipeline.
 
 Run it from the repository root (or anywhere, with --root). See autograde/README.md.
 """
@@ -15,7 +16,8 @@ from .pipeline import Course, PipelineError, export, feedback, grade, release, r
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m autograde",
-        description="LoRA Lab grading pipeline (nbgrader): release, grade, feedback, export.")
+        description="LoRA Lab grading pipeline (nbgrader): release, grade, feedback, export.",
+        allow_abbrev=False)
     parser.add_argument("--root", type=Path, default=ROOT,
                         help="course root holding solutions/ and notebooks/ (default: the repo)")
     parser.add_argument("--work-dir", type=Path, default=None,
@@ -27,11 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "e.g. postgresql://user@host/course")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("release", help="generate notebooks/ from solutions/ (all assignments "
+    p = sub.add_parser("release", allow_abbrev=False, help="generate notebooks/ from solutions/ (all assignments "
                                        "by default) and record them in the gradebook")
     p.add_argument("assignments", nargs="*", metavar="ASSIGNMENT")
 
-    p = sub.add_parser("grade", help="autograde every submission of ASSIGNMENT in one run, "
+    p = sub.add_parser("grade", allow_abbrev=False, help="autograde every submission of ASSIGNMENT in one run, "
                                      "then write feedback and grades.csv")
     p.add_argument("assignment", metavar="ASSIGNMENT")
     p.add_argument("--student", default="*",
@@ -53,19 +55,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--require-sandbox", action="store_true",
                    help="refuse to grade if any protection of the sandbox is off here")
 
-    p = sub.add_parser("report", help="(re)write the class report of ASSIGNMENT "
+    p = sub.add_parser("report", allow_abbrev=False, help="(re)write the class report of ASSIGNMENT "
                                       "(WORK_DIR/reports/ASSIGNMENT.html and .json)")
     p.add_argument("assignment", metavar="ASSIGNMENT")
 
-    p = sub.add_parser("sandbox", help="print which protections the sandbox has on this "
+    p = sub.add_parser("sandbox", allow_abbrev=False, help="print which protections the sandbox has on this "
                                        "machine")
 
-    p = sub.add_parser("feedback", help="(re)write the feedback HTML of ASSIGNMENT, e.g. after "
+    p = sub.add_parser("feedback", allow_abbrev=False, help="(re)write the feedback HTML of ASSIGNMENT, e.g. after "
                                         "manual grading")
     p.add_argument("assignment", metavar="ASSIGNMENT")
     p.add_argument("--student", default="*", help="only students matching this glob")
 
-    p = sub.add_parser("export", help="write grades.csv from the gradebook")
+    p = sub.add_parser("formgrader", allow_abbrev=False, help="open nbgrader's formgrader (in JupyterLab) to grade "
+                                          "written answers beside their model answers")
+    p.add_argument("--port", type=_positive, default=None, help="port (default: 8888 or the "
+                                                                "next free one)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.add_argument("jupyter_args", nargs="*", metavar="-- JUPYTER_OPTION",
+                   help="options for jupyter lab, after --, e.g. -- --ServerApp.ip=0.0.0.0")
+
+    p = sub.add_parser("export", allow_abbrev=False, help="write grades.csv from the gradebook")
     p.add_argument("--out", type=Path, default=None,
                    help="CSV to write (default: WORK_DIR/grades.csv)")
     p.add_argument("--assignment", action="append", default=None,
@@ -106,6 +116,10 @@ def main(argv=None) -> int:
             feedback(course, args.assignment, args.student)
         elif args.command == "export":
             export(course, args.out, args.assignment)
+        elif args.command == "formgrader":
+            from .formgrade import launch
+            return launch(course, port=args.port, browser=not args.no_browser,
+                          extra=args.jupyter_args)
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

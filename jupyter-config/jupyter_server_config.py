@@ -2,8 +2,9 @@
 
 course.py puts this folder first on JUPYTER_CONFIG_PATH for that one command, so what is set
 here (with labconfig/ and nbgrader_config.py beside this file) applies to the course's launch
-only: your own ~/.jupyter settings still load underneath, and a plain `jupyter lab`, or the
-instructor's formgrader (autograde/README.md, step 6), does not see any of it.
+only: your own ~/.jupyter settings still load underneath, and a plain `jupyter lab` does not
+see any of it. The instructor's formgrader (`python -m autograde formgrader`) loads this file
+first and then changes what differs (autograde/jupyter-config/jupyter_server_config.py).
 tests/test_launch.py starts a server with exactly this configuration and reads its log.
 """
 import copy

@@ -5,7 +5,10 @@ headless Chromium through Playwright's sync API.
   and a number typed into its box moves the slider;
 * the release notebook of 01 opens without being marked modified, and nbgrader's Validate
   button reports its failures;
-* the class report (autograde.report.render_html) renders its histograms from file://.
+* the class report (autograde.report.render_html) renders its histograms from file://;
+* after a release and a grade, the formgrader (`python -m autograde formgrader`) lists the
+  assignment and shows a submission with each answer's model answer and rubric, its maths
+  rendered by the MathJax the server itself serves.
 
 Needs the Debian package `chromium` and the PyPI package `playwright` (never
 `playwright install`: the system Chromium is used); the module is skipped without them.
@@ -14,6 +17,7 @@ test leaves a screenshot under its tmp_path and names it in the assertion messag
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sys
@@ -37,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # autograde/ is a folder of the repository, not installed
     sys.path.insert(0, str(ROOT))
 
-from test_launch import course_lab, load_course  # noqa: E402
+from test_launch import UNWANTED, course_lab, jupyter_server, load_course  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -52,6 +56,14 @@ CONSOLE_ALLOWLIST = [
     # (no network here); the page's own resources come from 127.0.0.1 or file://.
     r"Failed to load resource: net::ERR_(NAME_NOT_RESOLVED|INTERNET_DISCONNECTED|"
     r"CONNECTION_REFUSED|ADDRESS_UNREACHABLE)",
+    # MathJax 2's HTML-CSS output (the formgrader's maths) probes for fonts before it uses
+    # the STIX-Web web fonts that jupyter-server-mathjax ships: a blank font face
+    # ("MathJax_Blank", src about:blank) and its TeX AMS font, which is not shipped.
+    r"Access to font at 'about:blank' .* CORS policy",
+    r"Failed to load resource: net::ERR_FAILED \(about:blank\)",
+    r"Failed to load resource: the server responded with a status of 404 \(Not Found\) "
+    r"\(http://127\.0\.0\.1:\d+/static/jupyter_server_mathjax/fonts/HTML-CSS/TeX/otf/"
+    r"MathJax_AMS-Regular\.otf\)",
 ]
 
 
@@ -297,3 +309,98 @@ def test_class_report_renders_its_histograms(page, tmp_path):
             expect(image).to_be_visible()
             image.evaluate("img => img.decode()")
             assert image.evaluate("img => img.naturalWidth") > 0, image.get_attribute("alt")
+
+
+# -- the formgrader -------------------------------------------------------------------------
+FORMGRADER_STUDENTS = {"reference": None, "ba-first": "bug_ba_first.py"}
+
+
+@pytest.fixture(scope="module")
+def formgrader(tmp_path_factory):
+    """A course in a temporary folder with 01 released and two submissions graded (the
+    reference solution and a buggy sample), and the formgrader started on it the way
+    `python -m autograde formgrader` starts it; stopped by its PID."""
+    from autograde import pipeline as P
+    from autograde.formgrade import launch_command
+    from autograde.submissions import build_submission, load_sample
+
+    tmp = tmp_path_factory.mktemp("formgrader")
+    root = tmp / "course"
+    shutil.copytree(ROOT / "solutions" / "01_lora_linear", root / "solutions" / "01_lora_linear")
+    course = P.Course(root, root / "autograde" / "course", workers=2, echo=lambda _m: None)
+    P.release(course, ["01_lora_linear"])
+    release = course.release_dir / "01_lora_linear" / "lora_linear.ipynb"
+    for student, sample in FORMGRADER_STUDENTS.items():
+        nb = (course.source_dir / "01_lora_linear" / "lora_linear.ipynb" if sample is None
+              else build_submission(release, load_sample(
+                  ROOT / "autograde" / "samples" / "01_lora_linear" / sample)))
+        P.submit(course, "01_lora_linear", student, {"lora_linear": nb})
+    rows = P.grade(course, "01_lora_linear")
+    assert {r["student_id"]: r["status"] for r in rows} == dict.fromkeys(
+        FORMGRADER_STUDENTS, "graded")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")}
+    cmd, env = launch_command(course, python=sys.executable, browser=False)
+    env = {k: v for k, v in env.items() if k in environ or k.startswith(("JUPYTER", "LORALAB"))}
+    with jupyter_server(cmd, env, tmp, cwd=course.root) as lab:
+        server, token = lab["server"], lab["token"]
+        yield {"course": course, "log": lab["log"], "server": server,
+               "url": lambda path: f"{server.url}{path}?token={token}"}
+
+
+def submission_id(course, student: str) -> str:
+    gb = course.gradebook()
+    try:
+        return gb.find_submission_notebook("lora_linear", "01_lora_linear", student).id
+    finally:
+        gb.close()
+
+
+def test_formgrader_lists_the_assignment_and_its_submissions(formgrader, page, tmp_path):
+    with evidence(page, tmp_path):
+        page.goto(formgrader["url"]("/formgrader"))
+        table = page.locator("#main-table")
+        expect(table).to_contain_text("01_lora_linear", timeout=30_000)
+        # this course's note instead of nbgrader's exchange and course-id warnings
+        expect(page.locator("#loralab-no-exchange")).to_be_visible()
+        expect(page.locator("#warning-exchange, #warning-course-id")).to_have_count(0)
+
+        page.goto(formgrader["url"]("/formgrader/gradebook/01_lora_linear/lora_linear"))
+        for student in FORMGRADER_STUDENTS:
+            expect(page.locator("#main-table")).to_contain_text(student, timeout=30_000)
+    log = formgrader["log"].read_text(encoding="utf-8", errors="replace")
+    assert "autograde.formgrade: the formgrader shows model answers" in log
+    found = {line: why for line, why in UNWANTED.items() if line in log}
+    assert not found, f"the formgrader's log shows {found}"
+
+
+def test_formgrader_shows_model_answers_rubrics_and_offline_maths(formgrader, page, tmp_path):
+    """Each written answer of the buggy submission is followed by its model answer and rubric
+    from solutions/; the page's maths is typeset by the MathJax served on 127.0.0.1."""
+    from autograde.formgrade import model_and_rubric, solution_region
+
+    source = nbformat.read(ROOT / "solutions" / "01_lora_linear" / "lora_linear.ipynb",
+                           as_version=4)
+    written = [c for c in source.cells if c.cell_type == "markdown"
+               and c.metadata.get("nbgrader", {}).get("solution")]
+    requests = []
+    page.on("request", lambda r: requests.append(r.url))
+    with evidence(page, tmp_path):
+        sid = submission_id(formgrader["course"], "ba-first")
+        page.goto(formgrader["url"](f"/formgrader/submissions/{sid}/"))
+        for cell in written:
+            grade_id = cell.metadata.nbgrader.grade_id
+            _, rubric = model_and_rubric(solution_region(cell.source))
+            heading = page.get_by_role("heading", name=f"For the grader: model answer to {grade_id}")
+            expect(heading).to_be_visible(timeout=30_000)
+            expect(page.get_by_role("heading", name=f"Rubric for {grade_id}")).to_be_visible()
+            expect(page.locator("blockquote", has_text=rubric.split(":")[0])).not_to_have_count(0)
+        # nbgrader's score box is still there for each written answer
+        expect(page.locator("input.score")).not_to_have_count(0)
+        # MathJax typeset the page's maths: every TeX script has its rendered element
+        expect(page.locator("span.MathJax").first).to_be_visible(timeout=60_000)
+        page.wait_for_function("() => window.MathJax && MathJax.Hub.queue.pending === 0"
+                               " && MathJax.Hub.queue.running === 0")
+        tex = page.locator("script[type^='math/tex']").count()
+        assert tex > 10 and page.locator("span.MathJax").count() >= tex
+    mathjax = [u for u in requests if "MathJax" in u or "mathjax" in u]
+    assert mathjax and all(u.startswith(formgrader["server"].url) for u in mathjax), mathjax

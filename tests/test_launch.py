@@ -150,27 +150,22 @@ class Server:
 
 
 @contextlib.contextmanager
-def course_lab(course, tmp: Path, served: Path):
-    """JupyterLab with `course.py launch`'s command and environment, serving ``served``, on a
-    free loopback port, with empty Jupyter folders of its own (no settings of the user who
-    runs the tests). Yields once it answers /api/status: a dict with server, token, cmd and
-    log (the log file's path); stopped by its PID afterwards, also on failure, and then
-    ``lab["exit"]`` holds its exit status ("killed" if SIGTERM was not enough)."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")}
-    env = course.jupyter_lab_environment(environ)
+def jupyter_server(cmd, env, tmp: Path, cwd: Path = ROOT):
+    """Run ``cmd`` (a JupyterLab command) on a free loopback port with a fresh token and empty
+    Jupyter folders of its own (no settings of the user who runs the tests). Yields once it
+    answers /api/status: a dict with server, token, cmd and log (the log file's path);
+    stopped by its PID afterwards, also on failure, and then ``lab["exit"]`` holds its exit
+    status ("killed" if SIGTERM was not enough)."""
+    env = dict(env)
     for name in ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR"):
         env[name] = str(tmp / name.lower())
     port, token = free_port(), secrets.token_hex(16)
-    cmd = course.jupyter_lab_command(sys.executable, no_browser=True, port=port) + [
-        "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}"]
-    root_arg = f"--ServerApp.root_dir={ROOT / 'notebooks'}"
-    assert root_arg in cmd
-    cmd[cmd.index(root_arg)] = f"--ServerApp.root_dir={served}"
+    cmd = list(cmd) + [f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
+                       "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}"]
     log_path = tmp / "jupyter.log"
     server = Server(f"http://127.0.0.1:{port}", token)
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(c) for c in cmd], cwd=str(ROOT), env=env, stdout=log,
+        proc = subprocess.Popen([str(c) for c in cmd], cwd=str(cwd), env=env, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     lab = {"server": server, "token": token, "cmd": cmd, "log": log_path}
     try:
@@ -196,6 +191,20 @@ def course_lab(course, tmp: Path, served: Path):
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
             lab["exit"] = "killed"
+
+
+@contextlib.contextmanager
+def course_lab(course, tmp: Path, served: Path):
+    """JupyterLab with `course.py launch`'s command and environment, serving ``served``
+    (see jupyter_server)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")}
+    env = course.jupyter_lab_environment(environ)
+    cmd = course.jupyter_lab_command(sys.executable, no_browser=True)
+    root_arg = f"--ServerApp.root_dir={ROOT / 'notebooks'}"
+    assert root_arg in cmd
+    cmd[cmd.index(root_arg)] = f"--ServerApp.root_dir={served}"
+    with jupyter_server(cmd, env, tmp) as lab:
+        yield lab
 
 
 @pytest.fixture(scope="module")
