@@ -42,6 +42,9 @@ UNWANTED = {
     "exchange directory": "nbgrader's assignment list without an exchange",
     "Error fetching courses": "nbgrader's course list without an exchange",
     "Traceback (most recent call last)": "an error in the server",
+    "is not trusted": "a notebook without outputs checked for a signature it cannot have",
+    "running over TCP without encryption": "a kernel on TCP sockets rather than ipc",
+    "config is not serializable": "the formgrader dumping a configuration that holds classes",
 }
 
 
@@ -207,6 +210,32 @@ def course_lab(course, tmp: Path, served: Path):
         yield lab
 
 
+def start_and_stop_kernel(server, runtime_dir: Path) -> str:
+    """Start a kernel as JupyterLab does (POST /api/kernels), talk to it as a client would
+    (kernel_info, with the connection file the server wrote: its keys included), shut it
+    down; return what it answered. Its start-up messages land in the server's log."""
+    from jupyter_client import BlockingKernelClient
+
+    req = urllib.request.Request(server.url + "/api/kernels", data=b"{}", method="POST",
+                                 headers={"Authorization": f"token {server.token}",
+                                          "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=20) as response:
+        kernel = json.loads(response.read())
+    client = BlockingKernelClient(connection_file=str(runtime_dir / f"kernel-{kernel['id']}.json"))
+    client.load_connection_file()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=90)
+        reply = client.kernel_info(reply=True, timeout=30)["content"]["status"]
+    finally:
+        client.stop_channels()
+        req = urllib.request.Request(server.url + f"/api/kernels/{kernel['id']}",
+                                     method="DELETE",
+                                     headers={"Authorization": f"token {server.token}"})
+        urllib.request.urlopen(req, timeout=20).close()
+    return reply
+
+
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory):
     """Start the course's JupyterLab, record its answers, stop it by PID, keep its log."""
@@ -246,15 +275,34 @@ def launched(tmp_path_factory):
                                             "r.ipynb")}
         answers["kernelspecs"] = server.json("/api/kernelspecs")
         answers["validate"] = server.json("/assignments/validate", {"path": "tiny.ipynb"})
+        answers["kernel"] = start_and_stop_kernel(server, tmp / "jupyter_runtime_dir")
     answers["exit"] = lab["exit"]
     log_path = lab["log"]
     answers["log"] = log_path.read_text(encoding="utf-8", errors="replace")
     return answers
 
 
+#: A kernel's shutdown race in ipykernel 7.x, printed by the kernel (Validate's, here) on its
+#: stderr when nbclient shuts it down: the "idle" status after the shutdown request is sent on
+#: an iopub socket that is closing (ipython/ipykernel#1518 catches one path of it). Harmless
+#: and not ours; it appears in some runs only. This block alone is left out of the check.
+IPYKERNEL_SHUTDOWN_RACE = re.compile(
+    r"ERROR:tornado\.general:Uncaught exception in ZMQStream callback\n"
+    r"Traceback \(most recent call last\):\n(?:  .*\n)*?"
+    r"zmq\.error\.ZMQError: Socket operation on non-socket\n")
+
+
+def known_upstream_noise_removed(log: str) -> str:
+    blocks = [m.group(0) for m in IPYKERNEL_SHUTDOWN_RACE.finditer(log)]
+    for block in blocks:
+        assert "process_control" in block, block  # only the shutdown path
+    return IPYKERNEL_SHUTDOWN_RACE.sub("", log)
+
+
 def test_launch_answers_and_logs_no_warnings(launched):
     assert launched["status"][0] == 200
-    log = launched["log"]
+    assert launched["kernel"] == "ok"  # a kernel answered, so its warnings would be here
+    log = known_upstream_noise_removed(launched["log"])
     for text, cause in UNWANTED.items():
         assert text not in log, f"{text!r} ({cause}) in the log:\n{log}"
     assert not re.search(r"NbGrader \| (WARNING|ERROR)", log), log

@@ -22,4 +22,7 @@ _work = Path(os.environ.get("LORALAB_WORK_DIR") or _root / "autograde" / "course
 _work.mkdir(parents=True, exist_ok=True)  # the formgrader fails while its gradebook's folder is missing
 c.merge(course_config(_root, _work))
 
+# The formgrader's "Manage Assignments" page would dump this configuration, and log a warning
+# that it cannot: it holds classes (the grading preprocessors).
+c.FormgradeExtension.debug = False
 apply_kernel_env()  # kernels started from here (Validate) get what grading kernels get
