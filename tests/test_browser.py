@@ -3,6 +3,8 @@ headless Chromium through Playwright's sync API.
 
 * the complexity explorer of notebook 01 answers a slider moved by keyboard and by mouse,
   and a number typed into its box moves the slider;
+* the rank-gating explorers of notebooks 03 and 04, after Run All, redraw their plot when a
+  slider is moved by keyboard or dragged;
 * the release notebook of 01 opens without being marked modified, and nbgrader's Validate
   button reports its failures;
 * the class report (autograde.report.render_html) renders its histograms from file://;
@@ -225,6 +227,50 @@ def test_explorer_answers_keyboard_mouse_and_typing(lab, page, tmp_path):
         expect(table).not_to_have_text(before)
         assert handle.bounding_box()["x"] < x_before, "the tokens slider did not move left"
         expect(tokens_box).to_have_value("64")
+
+
+RUN_ALL_SECONDS = 240  # Run All of 03 or 04 (about 8 s each alone) on a busy 2-core machine
+
+
+def run_all(page):
+    """Run → Run All Cells, from JupyterLab's menu bar."""
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+
+
+@pytest.mark.parametrize("notebook", [
+    "solutions/03_bilinear_conditioning/bilinear_conditioning.ipynb",
+    "solutions/04_rank_space_shift/rank_space_shift.ipynb"], ids=["03", "04"])
+def test_rank_gating_explorer_answers_keyboard_and_drag(lab, page, tmp_path, notebook):
+    """Run All of the notebook; in its rank-gating explorer, ArrowRight on the p1 slider and a
+    drag of the p2 slider's handle each change the readout and redraw the plot."""
+    with evidence(page, tmp_path):
+        page.goto(lab["url"](notebook))
+        wait_for_idle_kernel(page)
+        run_all(page)
+        explorer = page.locator(".widget-interact").filter(has=slider_row(page, "p1 (temperature)"))
+        plot = explorer.locator(".jp-OutputArea img")
+        expect(plot).to_be_visible(timeout=RUN_ALL_SECONDS * 1000)
+        explorer.scroll_into_view_if_needed()
+        for name, move in (("p1 (temperature)", "keyboard"), ("p2 (load)", "drag")):
+            slider = slider_row(page, name)
+            readout = slider.locator(".widget-readout")
+            expect(readout).to_be_visible()
+            value, src = readout.inner_text(), plot.get_attribute("src")
+            handle = slider.locator(".noUi-handle")
+            if move == "keyboard":
+                handle.focus()
+                page.keyboard.press("ArrowRight")
+            else:  # 60 px right on a track of a few hundred px: several steps of 0.05
+                box = handle.bounding_box()
+                x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+                page.mouse.move(x, y)
+                page.mouse.down()
+                page.mouse.move(x + 60, y, steps=10)
+                page.mouse.up()
+            expect(readout).not_to_have_text(value)
+            assert float(readout.inner_text()) > float(value), (name, value, readout.inner_text())
+            expect(plot).not_to_have_attribute("src", src, timeout=60_000)
 
 
 def test_release_01_opens_clean_and_validate_reports_failures(lab, page, tmp_path):
