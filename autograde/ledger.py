@@ -25,8 +25,21 @@ import time
 import uuid
 from typing import Iterator
 
-from sqlalchemy import (Boolean, Column, Float, Integer, MetaData, String, Table, Text,
-                        create_engine, delete, insert, select, update)
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 METADATA = MetaData()

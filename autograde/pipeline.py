@@ -33,22 +33,38 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import nbformat
-from sqlalchemy.exc import SAWarning
+from nbconvert.preprocessors import ClearMetadataPreprocessor
+from nbgrader import utils as nbgrader_utils
 from nbgrader.api import Course as NbCourse
 from nbgrader.api import Gradebook, MissingEntry
-from sqlalchemy.exc import IntegrityError
-from nbgrader import utils as nbgrader_utils
 from nbgrader.apps import NbGraderAPI
+from nbgrader.preprocessors import (
+    AssignLatePenalties,
+    CheckCellMetadata,
+    IgnorePattern,
+    LimitOutput,
+    SaveAutoGrades,
+)
+from sqlalchemy.exc import IntegrityError, SAWarning
 
-from nbconvert.preprocessors import ClearMetadataPreprocessor
-from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, IgnorePattern,
-                                    LimitOutput, SaveAutoGrades)
-
-from .config import (CELL_OUTPUT_BYTES, CELL_TIMEOUT, GRADED, NOT_GRADED, NOTEBOOK_OUTPUT_BYTES,
-                     NOTEBOOK_TIMEOUT, ROOT, SANDBOX_LIMITS, WORKERS,
-                     NoPartialCredit, course_config, first_line, gradebook_url, is_test_cell,
-                     kernel_env,
-                     visible_source)
+from .config import (
+    CELL_OUTPUT_BYTES,
+    CELL_TIMEOUT,
+    GRADED,
+    NOT_GRADED,
+    NOTEBOOK_OUTPUT_BYTES,
+    NOTEBOOK_TIMEOUT,
+    ROOT,
+    SANDBOX_LIMITS,
+    WORKERS,
+    NoPartialCredit,
+    course_config,
+    first_line,
+    gradebook_url,
+    is_test_cell,
+    kernel_env,
+    visible_source,
+)
 from .ledger import Busy, Ledger, now
 from .runner import DaskRunner, LocalRunner, encode_files
 from .sandbox import Limits, Plan, detect, sweep

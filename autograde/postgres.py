@@ -95,7 +95,7 @@ class LocalPostgres:
                       "-t", "60", "-o", f"-h 127.0.0.1 -p {port} -k {self.data}", "start")
         except subprocess.CalledProcessError as error:
             tail = log.read_text(errors="replace")[-800:] if log.exists() else ""
-            raise PostgresUnavailable(f"the server did not start: {error.stderr or tail}")
+            raise PostgresUnavailable(f"the server did not start: {error.stderr or tail}") from error
         (self.folder / "port").write_text(f"{port}\n")
         self._create_database()
         return self.url

@@ -4,8 +4,16 @@ from __future__ import annotations
 import torch
 
 from .conditioning import condition, structure_prior
-from .layers import (AdapterLinear, BilinearLoRALinear, DoRALinear, HyLoRADALinear,
-                     HyLoRADAv2Linear, LoRALinear, MergeStateError, RSSBilinearLoRA)
+from .layers import (
+    AdapterLinear,
+    BilinearLoRALinear,
+    DoRALinear,
+    HyLoRADALinear,
+    HyLoRADAv2Linear,
+    LoRALinear,
+    MergeStateError,
+    RSSBilinearLoRA,
+)
 from .structure import StructureEncoder, TemporalStructureEncoder
 
 __version__ = "0.1.0"

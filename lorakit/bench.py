@@ -245,7 +245,7 @@ def time_interleaved(cases: list[Built], inputs: dict, device: torch.device, rep
     cases get enough repetitions for a steady median.
     """
     round_s = 0.0
-    for w in range(max(warmup, 1 if budget_s else 0)):
+    for _ in range(max(warmup, 1 if budget_s else 0)):
         start = time.perf_counter()
         for c in cases:
             _step(c, inputs)
@@ -421,7 +421,7 @@ def measure_cpu_peaks(rows: list[dict], specs: list[dict]) -> None:
     if proc.returncode != 0:
         raise RuntimeError(f"the memory worker failed:\n{proc.stderr[-3000:]}")
     found = {}
-    for spec, peaks in zip(specs, json.loads(proc.stdout.strip().splitlines()[-1])):
+    for spec, peaks in zip(specs, json.loads(proc.stdout.strip().splitlines()[-1]), strict=False):
         for key, peak in peaks:
             found[(spec["in"], spec["out"], spec["rank"], spec["tokens"], spec["dtype"],
                    tuple(key))] = peak
@@ -507,7 +507,7 @@ def _paired(row: dict, other: dict | None) -> float | None:
     if other is None or not row.get("times_ms") or \
             len(row["times_ms"]) != len(other.get("times_ms") or ()):
         return None
-    return statistics.median(a / b for a, b in zip(row["times_ms"], other["times_ms"]))
+    return statistics.median(a / b for a, b in zip(row["times_ms"], other["times_ms"], strict=False))
 
 
 def check_targets(rows: list[dict]) -> list[dict]:

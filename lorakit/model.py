@@ -112,7 +112,7 @@ def _check_keys_arg(arg_name: str, keys) -> str | list[str]:
         try:
             re.compile(keys)
         except re.error as exc:
-            raise ValueError(f"{arg_name} {keys!r} is not a valid regular expression: {exc}")
+            raise ValueError(f"{arg_name} {keys!r} is not a valid regular expression: {exc}") from exc
         return keys
     if isinstance(keys, Iterable):
         keys = list(keys)
@@ -213,7 +213,7 @@ def _build_adapters(model: nn.Module, plan: Mapping[str, tuple[type, dict]],
             built[name]._lorakit_init_kwargs = dict(kwargs)   # for adapter_init_kwargs
     except Exception:
         for name, fl in flags.items():
-            for p, f in zip(model.get_submodule(name).parameters(), fl):
+            for p, f in zip(model.get_submodule(name).parameters(), fl, strict=True):
                 p.requires_grad_(f)
         raise
     return built
@@ -468,7 +468,7 @@ def _resolve_class(path: str) -> type:
         try:
             importlib.import_module(module_name)
         except ImportError as exc:
-            raise ValueError(f"adapter_class {path!r}: cannot import {module_name}: {exc}")
+            raise ValueError(f"adapter_class {path!r}: cannot import {module_name}: {exc}") from exc
     for cls in _all_subclasses(AdapterLinear):
         if _class_path(cls) == path:
             return cls
@@ -547,7 +547,7 @@ def _read_config(path) -> dict:
         try:
             cfg = json.load(f)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{file} is not valid JSON: {exc}")
+            raise ValueError(f"{file} is not valid JSON: {exc}") from exc
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
         hint = " (this looks like a PEFT adapter: use lorakit.interop.peft.from_peft)" \
             if isinstance(cfg, dict) and "peft_type" in cfg else ""

@@ -54,8 +54,9 @@ periods are exact, and the phase t / T_k mod 1 is computed in float64: large tim
 since 1970) keep their precision. Once δ moves, the phase at time t moves by about (t/T)·δ
 cycles — that is what learning a period means: ∂/∂δ_k grows like t / T_k, so with timestamps
 many periods from 0 the periods' gradients are large and oscillate — subtract a recent origin
-from t, or give ``structure_scales`` (see ``lorakit.optim``) a small learning rate. (The seed shows only the constructor call ``TemporalStructureEncoder(hidden_size=32,
-num_periods=4)``; this is one sound reading of "learnable periods".)
+from t, or give ``structure_scales`` (see ``lorakit.optim``) a small learning rate. (The seed
+shows only the constructor call ``TemporalStructureEncoder(hidden_size=32, num_periods=4)``;
+this is one sound reading of "learnable periods".)
 """
 from __future__ import annotations
 

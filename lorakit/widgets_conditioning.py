@@ -36,7 +36,7 @@ def _as_condition(p: Any, d: int) -> torch.Tensor:
 
 def _gate_and_shift(layer: nn.Module, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(g(p), b(p)) in rank space, each (r,); b is None for a layer without a shift."""
-    if callable(getattr(layer, "gate", None)) and not isinstance(getattr(layer, "gate"), nn.Module):
+    if callable(getattr(layer, "gate", None)) and not isinstance(layer.gate, nn.Module):
         shift_fn = getattr(layer, "shift", None)
         shift = shift_fn(p) if callable(shift_fn) and not isinstance(shift_fn, nn.Module) else None
         return layer.gate(p), shift
@@ -191,7 +191,7 @@ def rank_gating_explorer(layer: nn.Module, x: torch.Tensor | None = None,
     sliders = {n: widgets.FloatSlider(value=0.5 * hi if i == 0 else 0.0, min=lo, max=hi, step=step,
                                       description=label, tooltip=label, continuous_update=False,
                                       **slider_layout(labels))
-               for i, (n, label) in enumerate(zip(names, labels))}
+               for i, (n, label) in enumerate(zip(names, labels, strict=True))}
     explorer = widgets.interactive(update, **sliders)
     explorer.sliders = list(sliders.values())
     return explorer

@@ -199,6 +199,7 @@ def test_time_orders_returns_positive_medians() -> None:
 
 def test_effective_rank_known_values():
     import torch
+
     from lorakit.analysis import effective_rank
 
     assert effective_rank(torch.eye(5)) == pytest.approx(5)
@@ -213,6 +214,7 @@ def test_effective_rank_known_values():
 
 def test_effective_rank_rejects_non_matrices():
     import torch
+
     from lorakit.analysis import effective_rank
 
     with pytest.raises(ValueError, match="2-D"):

@@ -88,11 +88,11 @@ def test_quick_ratios_use_the_right_peer(quick):
                                 abs_tol=1e-12)
             # paired: the median of the per-repetition ratios (times in repetition order)
             assert len(row["times_ms"]) == row["reps"] == len(lin["times_ms"])
-            want = statistics.median(a / b for a, b in zip(row["times_ms"], lin["times_ms"]))
+            want = statistics.median(a / b for a, b in zip(row["times_ms"], lin["times_ms"], strict=False))
             assert math.isclose(row["paired_overhead"], want - 1, abs_tol=1e-12)
             if peer_key is not None:
                 peer = rows[peer_key]
-                want = statistics.median(a / b for a, b in zip(row["times_ms"], peer["times_ms"]))
+                want = statistics.median(a / b for a, b in zip(row["times_ms"], peer["times_ms"], strict=False))
                 assert math.isclose(row["paired_ratio"], want)
             else:
                 assert row["paired_ratio"] is None

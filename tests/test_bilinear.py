@@ -5,12 +5,12 @@ import threading
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import lorakit
-from lorakit import (BilinearLoRALinear, LoRALinear, MergeStateError, RSSBilinearLoRA,
-                     condition)
+from lorakit import BilinearLoRALinear, LoRALinear, MergeStateError, RSSBilinearLoRA, condition
 from lorakit.conditioning import current_condition
 
 CLASSES = [BilinearLoRALinear, RSSBilinearLoRA]
@@ -315,7 +315,7 @@ def test_gradcheck_float64(cls, gate):
     p = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
 
     def f(x, p, *params):
-        return torch.func.functional_call(layer, dict(zip(names, params)), (x, p))
+        return torch.func.functional_call(layer, dict(zip(names, params, strict=True)), (x, p))
 
     params = [getattr(layer, n).detach().clone().requires_grad_() for n in names]
     assert torch.autograd.gradcheck(f, (x, p, *params))
@@ -471,7 +471,7 @@ def test_context_is_per_async_task():
     async def main():
         return await asyncio.gather(work(0), work(1))
 
-    for y, p in zip(asyncio.run(main()), ps):
+    for y, p in zip(asyncio.run(main()), ps, strict=True):
         assert torch.equal(y, layer(x, p))
 
 

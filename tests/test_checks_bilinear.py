@@ -4,15 +4,20 @@ Every correct sample must pass every check; every buggy one must fail exactly th
 header names, each with a message that names the concept. lorakit's reference layers pass every
 check except the one that forbids borrowing them.
 """
+import functools
 from pathlib import Path
 
 import pytest
 import torch
+from check_matrix import (
+    assert_messages_teach,
+    assert_rng_untouched,
+    assert_verdicts_match_header,
+    with_borrowing_check,
+)
 from torch import nn
 
 from autograde.submissions import load_samples
-from check_matrix import (assert_messages_teach, assert_rng_untouched,
-                          assert_verdicts_match_header, with_borrowing_check)
 from lorakit.checks import CheckFailure, _conditioned, _probe, bilinear, rss
 
 SAMPLES_DIR = Path(__file__).parents[1] / "autograde/samples"
@@ -327,7 +332,8 @@ def test_every_failure_of_the_samples_has_a_concept_key():
         checks = NOTEBOOKS[folder][0]
         topic = "bilinear" if checks is bilinear else "rss"
         cls, merge_fn = compile_sample(folder, sample)
-        named = dict(checks.CHECKS, merge=lambda c: checks.check_merge(c, merge_fn or new_merge))
+        named = dict(checks.CHECKS, merge=functools.partial(checks.check_merge,
+                                                             merge_fn=merge_fn or new_merge))
         for name, check in named.items():
             try:
                 check(cls)

@@ -8,11 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from check_matrix import (
+    assert_messages_teach,
+    assert_rng_untouched,
+    assert_verdicts_match_header,
+    with_borrowing_check,
+)
 from torch import nn
 
 from autograde.submissions import load_samples
-from check_matrix import (assert_messages_teach, assert_rng_untouched,
-                          assert_verdicts_match_header, with_borrowing_check)
 from lorakit.checks import CheckFailure, _probe, dora
 from lorakit.layers import DoRALinear as Reference
 
@@ -316,7 +320,9 @@ def test_a_norm_over_the_columns_is_named_at_init():
     """Written blind (autograde/independent/05_dora): m starts right, forward divides by
     V.norm(dim=0): the identity check says which axis."""
     import math
+
     import torch.nn.functional as F
+
     from autograde.submissions import load_sample
     sample = load_sample(Path(__file__).parents[1] / "autograde/independent/05_dora"
                          / "bug_norm_wrong_axis.py")

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from check_matrix import assert_messages_teach, assert_verdicts_match_header, with_borrowing_check
 from torch import nn
 
 from autograde.submissions import load_samples
-from check_matrix import (assert_messages_teach, assert_verdicts_match_header,
-                          with_borrowing_check)
 from lorakit.checks import CheckFailure, _probe, hylorada
 from lorakit.layers import HyLoRADALinear as Reference
 

@@ -11,13 +11,18 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
+from check_matrix import (
+    assert_messages_teach,
+    assert_rng_untouched,
+    assert_verdicts_match_header,
+    with_borrowing_check,
+)
 from torch import nn
 
 from autograde.submissions import load_samples
-from check_matrix import (assert_messages_teach, assert_rng_untouched,
-                          assert_verdicts_match_header, with_borrowing_check)
 from lorakit.checks import CheckFailure, _probe, hylorada_v2
-from lorakit.layers import HyLoRADALinear, HyLoRADAv2Linear as Reference
+from lorakit.layers import HyLoRADALinear
+from lorakit.layers import HyLoRADAv2Linear as Reference
 
 ROOT = Path(__file__).parents[1]
 NOTEBOOK = ROOT / "solutions/07_hylorada_v2/hylorada_v2.ipynb"

@@ -7,11 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from check_matrix import (
+    assert_messages_teach,
+    assert_rng_untouched,
+    assert_verdicts_match_header,
+    with_borrowing_check,
+)
 from torch import nn
 
 from autograde.submissions import load_samples
-from check_matrix import (assert_messages_teach, assert_rng_untouched,
-                          assert_verdicts_match_header, with_borrowing_check)
 from lorakit.checks import CheckFailure, _probe, lora
 from lorakit.layers import LoRALinear as Reference
 
@@ -51,7 +55,7 @@ def test_sample_verdicts(sample):
 
 
 def test_reference_layer_passes_all_but_the_borrowing_check():
-    merge = lambda layer: layer.to_linear()
+    merge = Reference.to_linear
     results = lora.report(Reference, merge, verbose=False)
     assert all(msg is None for msg in results.values()), results
     with pytest.raises(CheckFailure, match="implement LoRA yourself"):
@@ -91,7 +95,7 @@ def test_student_warnings_go_to_stdout_not_stderr(capsys):
 
     class Warns(Reference):
         def forward(self, x):
-            warnings.warn("this API is deprecated", DeprecationWarning)
+            warnings.warn("this API is deprecated", DeprecationWarning, stacklevel=2)
             return super().forward(x)
 
     Warns.__module__ = "student"  # only the borrowing check cares where it comes from

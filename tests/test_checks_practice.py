@@ -8,16 +8,25 @@ from pathlib import Path
 
 import pytest
 import torch
+from check_matrix import (
+    assert_messages_teach,
+    assert_rng_untouched,
+    assert_verdicts_match_header,
+    with_borrowing_check,
+)
 from torch import nn
 
 import lorakit
 from autograde.submissions import load_sample, load_samples
-from check_matrix import (assert_messages_teach, assert_rng_untouched,
-                          assert_verdicts_match_header, with_borrowing_check)
 from lorakit import tinylm
 from lorakit.checks import CheckFailure, _probe, lora, practice
-from lorakit.model import (adapter_modules, find_target_modules, inject_adapters,
-                           mark_only_adapters_trainable, trainable_report)
+from lorakit.model import (
+    adapter_modules,
+    find_target_modules,
+    inject_adapters,
+    mark_only_adapters_trainable,
+    trainable_report,
+)
 
 SAMPLES = load_samples(Path(__file__).parents[1] / "autograde/samples/02_lora_in_practice")
 ALL = ["count"] + list(practice.LAYER_CHECKS) + ["not reference"]

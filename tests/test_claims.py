@@ -93,7 +93,7 @@ def test_notebook_06_saved_run_prose_quotes_the_saved_file():
     full = load_results("replication")
     rows = {r["method"]: r for r in full["rows"]}
     known = {(f"{r['val_ppl']['mean']:.3f}", f"{r['val_ppl']['std']:.3f}") for r in rows.values()}
-    for name, r in rows.items():
+    for r in rows.values():
         d = torch.tensor(r["val_ppl"]["values"]) - torch.tensor(rows["DoRA"]["val_ppl"]["values"])
         known.add((f"{d.mean().item():+.3f}", f"{d.std().item():.3f}"))
     prose = next(source(c) for c in cells(ROOT / "solutions/06_hylorada/hylorada.ipynb")

@@ -13,8 +13,14 @@ import torch
 from torch import nn
 
 import lorakit
-from lorakit import (BilinearLoRALinear, DoRALinear, HyLoRADALinear, HyLoRADAv2Linear,
-                     LoRALinear, RSSBilinearLoRA)
+from lorakit import (
+    BilinearLoRALinear,
+    DoRALinear,
+    HyLoRADALinear,
+    HyLoRADAv2Linear,
+    LoRALinear,
+    RSSBilinearLoRA,
+)
 
 dynamo = pytest.importorskip("torch._dynamo")
 
@@ -85,7 +91,7 @@ def test_fullgraph_aot_eager_matches_eager(name):
     compiled = torch.compile(layer, backend="aot_eager", fullgraph=True)
     y, g = _grads(layer, args, compiled)
     torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
-    for a, b in zip(g, g_ref):
+    for a, b in zip(g, g_ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -138,5 +144,5 @@ def test_inductor_dora_matches_eager():
     compiled = torch.compile(layer, fullgraph=True)
     y, g = _grads(layer, args, compiled)
     torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
-    for a, b in zip(g, g_ref):
+    for a, b in zip(g, g_ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

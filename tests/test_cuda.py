@@ -9,8 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from lorakit import (BilinearLoRALinear, DoRALinear, HyLoRADALinear, HyLoRADAv2Linear,
-                     LoRALinear, RSSBilinearLoRA)
+from lorakit import (
+    BilinearLoRALinear,
+    DoRALinear,
+    HyLoRADALinear,
+    HyLoRADAv2Linear,
+    LoRALinear,
+    RSSBilinearLoRA,
+)
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -65,7 +71,7 @@ def test_forward_and_gradients_match_the_cpu(name):
     y_gpu, g_gpu = step(layer.to(CUDA), tuple(a.to(CUDA) for a in args))
     assert y_gpu.is_cuda and all(g.is_cuda for g in g_gpu)
     torch.testing.assert_close(y_gpu.cpu(), y_cpu, rtol=1e-4, atol=1e-5)
-    for a, b in zip(g_gpu, g_cpu):
+    for a, b in zip(g_gpu, g_cpu, strict=True):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-4)
 
 
@@ -87,7 +93,7 @@ def test_bf16_parameters_and_autocast_stay_close_to_float32(name):
     for got in (y_ac, y16):
         assert _rel_err(got, y32) < 2e-2
     for grads in (g_ac, g16):      # bf16 keeps 8 bits of mantissa: about 0.4% per rounding
-        for a, b in zip(grads, g32):
+        for a, b in zip(grads, g32, strict=True):
             assert _rel_err(a, b) < 5e-2
 
 
@@ -172,7 +178,7 @@ def test_matches_peft_on_the_gpu(dora):
     y_theirs, g_theirs = step(theirs, (x,))
     torch.testing.assert_close(y_ours, y_theirs, rtol=1e-4, atol=1e-5)
     # x, then A, B (and m): PEFT orders its parameters A, B, magnitude as lorakit does
-    for a, b in zip(g_ours, g_theirs):
+    for a, b in zip(g_ours, g_theirs, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
@@ -184,7 +190,7 @@ def test_inductor_on_the_gpu_matches_eager(name):
     y_eager, g_eager = step(layer, args)
     y_comp, g_comp = step(compiled, args)
     torch.testing.assert_close(y_comp, y_eager, rtol=1e-4, atol=1e-5)
-    for a, b in zip(g_comp, g_eager):
+    for a, b in zip(g_comp, g_eager, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 

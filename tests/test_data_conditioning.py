@@ -13,7 +13,7 @@ def test_deterministic_given_the_seed():
     conds = condition_splits(seed=1)["train"]
     s1 = a.sample(conds, 5, torch.Generator().manual_seed(0))
     s2 = b.sample(conds, 5, torch.Generator().manual_seed(0))
-    assert all(torch.equal(u, v) for u, v in zip(s1, s2))
+    assert all(torch.equal(u, v) for u, v in zip(s1, s2, strict=True))
 
 
 def test_response_is_the_documented_equation():

@@ -115,7 +115,8 @@ def test_cache_follows_weight_changes():
     n0 = layer.weight_norm().clone()
     with torch.no_grad():
         layer.base_layer.weight.mul_(2)
-    torch.testing.assert_close(layer.weight_norm(), (layer.base_layer.weight + layer.scaling * layer.lora_B @ layer.lora_A).norm(dim=1))
+    merged = layer.base_layer.weight + layer.scaling * layer.lora_B @ layer.lora_A
+    torch.testing.assert_close(layer.weight_norm(), merged.norm(dim=1))
     assert not torch.allclose(n0, layer.weight_norm())
 
 

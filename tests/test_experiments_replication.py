@@ -23,7 +23,7 @@ def test_budgets_are_equal():
 
 def test_builds_are_seeded_and_start_at_the_pretrained_model():
     a, b = replication.build("HyLoRADA", seed=3), replication.build("HyLoRADA", seed=3)
-    for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
+    for (n, p), (_, q) in zip(a.named_parameters(), b.named_parameters(), strict=True):
         assert torch.equal(p, q), n
     x = corpus.load_tokens("adapt", "val")[:65][None, :64]
     from lorakit.tinylm import load_pretrained

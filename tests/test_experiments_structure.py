@@ -23,7 +23,7 @@ def test_models_start_at_the_pretrained_function_with_the_same_A(data):
     for out in outs[1:]:
         torch.testing.assert_close(out, outs[0])
     As = [[p for n, p in lm.named_parameters() if n.endswith("lora_A")] for lm in models.values()]
-    assert all(torch.equal(a, b) for a, b in zip(As[0], As[2]))
+    assert all(torch.equal(a, b) for a, b in zip(As[0], As[2], strict=True))
     assert models["v2, AST depth"].encoder.num_structure_types == S.NUM_TYPES
     assert models["v2, positions only"].encoder.structure_embeddings is None
 

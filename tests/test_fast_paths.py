@@ -7,8 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from lorakit import (BilinearLoRALinear, DoRALinear, HyLoRADALinear, HyLoRADAv2Linear,
-                     LoRALinear, RSSBilinearLoRA)
+from lorakit import (
+    BilinearLoRALinear,
+    DoRALinear,
+    HyLoRADALinear,
+    HyLoRADAv2Linear,
+    LoRALinear,
+    RSSBilinearLoRA,
+)
 
 IN, OUT, R, D_P, D_S = 10, 7, 3, 4, 5
 
@@ -133,7 +139,7 @@ def test_gradients_match_the_plain_formula(name):
     params = [p for p in layer.parameters() if p.requires_grad]
     got = torch.autograd.grad(layer(x, *extra), [x, *params], g)
     want = torch.autograd.grad(reference(layer, x, *extra), [x, *params], g)
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
@@ -201,7 +207,7 @@ def test_lora_with_a_trainable_base_gets_every_gradient():
     g = torch.randn(2, 3, OUT)
     got = torch.autograd.grad(layer(x), params, g)
     want = torch.autograd.grad(reference(layer, x), params, g)
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
@@ -228,7 +234,7 @@ def test_dora_family_with_a_trainable_base_and_second_order(name):
     g = torch.randn(2, 3, OUT)
     got = torch.autograd.grad(layer(x, *extra), params, g, create_graph=True)
     want = torch.autograd.grad(reference(layer, x, *extra), params, g, create_graph=True)
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     # second order: d/dx of the squared gradient of A, through both backward passes
     i = next(k for k, p in enumerate(params) if p is layer.lora_A)

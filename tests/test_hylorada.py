@@ -8,9 +8,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lorakit import (BilinearLoRALinear, DoRALinear, HyLoRADALinear, HyLoRADAv2Linear,
-                     LoRALinear, MergeStateError, RSSBilinearLoRA, StructureEncoder,
-                     TemporalStructureEncoder)
+from lorakit import (
+    BilinearLoRALinear,
+    DoRALinear,
+    HyLoRADALinear,
+    HyLoRADAv2Linear,
+    LoRALinear,
+    MergeStateError,
+    RSSBilinearLoRA,
+    StructureEncoder,
+    TemporalStructureEncoder,
+)
 from lorakit.analysis import METHODS, adapter_param_count, model_param_count
 from lorakit.optim import GROUPS, loraplus_param_groups
 from lorakit.structure import relative_position_bucket
@@ -39,7 +47,9 @@ def make(v2=False, bias=True, dtype=torch.float32, seed=0, moved=True, dropout=0
 
 def definition(layer, x, prior=None):
     """Seed 003's formula, float64, building the (out, in) matrices the layer never builds."""
-    d = lambda t: t.detach().double()
+    def d(t):
+        return t.detach().double()
+
     W, s = d(layer.base_layer.weight), layer.scaling
     b = 0 if layer.base_layer.bias is None else d(layer.base_layer.bias)
     BA = s * d(layer.lora_B) @ d(layer.lora_A)
@@ -276,8 +286,13 @@ def test_merge_refuses_nan_and_leaves_the_weight():
 
 
 def test_save_load_and_merge_and_unload_in_a_model(tmp_path):
-    from lorakit.model import (inject_adapters, load_adapter, mark_only_adapters_trainable,
-                               merge_and_unload, save_adapter)
+    from lorakit.model import (
+        inject_adapters,
+        load_adapter,
+        mark_only_adapters_trainable,
+        merge_and_unload,
+        save_adapter,
+    )
 
     def model():
         torch.manual_seed(0)
@@ -487,7 +502,7 @@ def test_loraplus_groups_put_every_parameter_in_its_group():
         "magnitude", "gates", "structure_scales", "bias"}
     params = dict(model.named_parameters())
     for g in groups:
-        assert all(p is params[n] for n, p in zip(g["param_names"], g["params"]))
+        assert all(p is params[n] for n, p in zip(g["param_names"], g["params"], strict=True))
     opt = torch.optim.AdamW(groups)
     assert [g["name"] for g in opt.param_groups] == list(GROUPS)
     x = torch.randn(3, 8)

@@ -10,16 +10,16 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 import test_checks_bilinear as bilinear_matrix
 import test_checks_dora as dora_matrix
 import test_checks_hylorada as hylorada_matrix
 import test_checks_hylorada_v2 as hylorada_v2_matrix
 import test_checks_lora as lora_matrix
 import test_checks_practice as practice_matrix
+import torch
+import torch.nn.functional as F
+from torch import nn
+
 from autograde.submissions import load_samples
 from lorakit.checks import _probe
 

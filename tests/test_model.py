@@ -8,15 +8,26 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lorakit import AdapterLinear, LoRALinear, MergeStateError
-from lorakit.model import (adapter_init_kwargs, adapter_modules, adapter_state_dict,
-                           find_target_modules, inject_adapters, load_adapter,
-                           mark_only_adapters_trainable, merge_adapters, merge_and_unload,
-                           print_trainable_parameters, save_adapter, trainable_report, unload,
-                           unmerge_adapters)
+from lorakit.model import (
+    adapter_init_kwargs,
+    adapter_modules,
+    adapter_state_dict,
+    find_target_modules,
+    inject_adapters,
+    load_adapter,
+    mark_only_adapters_trainable,
+    merge_adapters,
+    merge_and_unload,
+    print_trainable_parameters,
+    save_adapter,
+    trainable_report,
+    unload,
+    unmerge_adapters,
+)
 
 try:
-    from lorakit.layers.bilinear import BilinearLoRALinear, RSSBilinearLoRA
     from lorakit.conditioning import condition
+    from lorakit.layers.bilinear import BilinearLoRALinear, RSSBilinearLoRA
 except ImportError:  # the conditioned layers are optional for these tests
     BilinearLoRALinear = RSSBilinearLoRA = condition = None
 
@@ -63,7 +74,7 @@ def randomize(model, seed=1):
     """Non-zero B (and every adapter tensor) so the adapters change the function."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, t in adapter_state_dict(model).items():
+        for t in adapter_state_dict(model).values():
             t.copy_(torch.randn(t.shape, generator=g) * 0.3)
     return model
 

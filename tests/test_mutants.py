@@ -7,8 +7,17 @@ import pytest
 
 from autograde.mutants import mutate
 from autograde.mutants.operators import OPERATORS
-from autograde.mutants.run import (EQUIVALENT, KNOWN, SURVIVED, cites_its_notebook, load_lists,
-                                   new_survivors, plan, resolve, run)
+from autograde.mutants.run import (
+    EQUIVALENT,
+    KNOWN,
+    SURVIVED,
+    cites_its_notebook,
+    load_lists,
+    new_survivors,
+    plan,
+    resolve,
+    run,
+)
 
 
 def sources(operator: str, code: str) -> set[str]:

@@ -18,8 +18,7 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 
 from lorakit import LoRALinear  # noqa: E402
 from lorakit.interop.peft import PEFT_MAPPINGS, PeftMapping, from_peft, to_peft  # noqa: E402
-from lorakit.model import (adapter_modules, adapter_state_dict, find_target_modules,  # noqa: E402
-                           inject_adapters)
+from lorakit.model import adapter_modules, adapter_state_dict, find_target_modules, inject_adapters  # noqa: E402
 
 try:
     from lorakit.layers.dora import DoRALinear

@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from torch import nn
-
 import test_checks_bilinear as bilinear_matrix
 import test_checks_dora as dora_matrix
 import test_checks_lora as lora_matrix
+import torch
+from torch import nn
+
 from autograde.submissions import load_sample
 from lorakit.checks import CheckFailure, _probe, lora
 from lorakit.checks.remote import ProbeSession, Shadow

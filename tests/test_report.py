@@ -296,7 +296,7 @@ def test_page_is_well_formed_and_offline(written):
     parser = parse(written[0])
     names = {tag for tag, _ in parser.tags}
     assert "script" not in names and "link" not in names
-    for tag, attrs in parser.tags:  # nothing is fetched from elsewhere
+    for _tag, attrs in parser.tags:  # nothing is fetched from elsewhere
         for value in (attrs.get("src"), attrs.get("href")):
             assert value is None or value.startswith("data:image/png;base64,")
 

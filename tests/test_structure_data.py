@@ -5,9 +5,17 @@ import pytest
 import torch
 
 from lorakit import corpus
-from lorakit.structure_data import (PeriodicRegression, SeasonalComponent, ast_depths,
-                                    depth_types, get_batch_with_depths, line_starts,
-                                    load_tokens_with_depths, periodic_series, seasonal)
+from lorakit.structure_data import (
+    PeriodicRegression,
+    SeasonalComponent,
+    ast_depths,
+    depth_types,
+    get_batch_with_depths,
+    line_starts,
+    load_tokens_with_depths,
+    periodic_series,
+    seasonal,
+)
 
 SRC = '''class A:
     def f(self, x):
@@ -101,7 +109,7 @@ def test_batches_align_tokens_and_depths():
     x2, y2 = corpus.get_batch(tokens, 4, 32, torch.Generator().manual_seed(3))
     assert torch.equal(x, x2) and torch.equal(y, y2) and d.shape == x.shape
     starts = torch.randint(0, len(tokens) - 32, (4,), generator=torch.Generator().manual_seed(3))
-    for row, s in zip(d, starts):
+    for row, s in zip(d, starts, strict=True):
         assert torch.equal(row, depths[s:s + 32])
     with pytest.raises(ValueError, match="align"):
         get_batch_with_depths(tokens, depths[:-1], 4, 32)

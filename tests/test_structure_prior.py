@@ -6,8 +6,7 @@ import torch
 from torch import nn
 
 from lorakit import HyLoRADAv2Linear, MergeStateError, StructureEncoder
-from lorakit.conditioning import (condition, current_condition, current_structure_prior,
-                                  structure_prior)
+from lorakit.conditioning import condition, current_condition, current_structure_prior, structure_prior
 from lorakit.model import inject_adapters, mark_only_adapters_trainable
 
 K = 6
@@ -94,7 +93,7 @@ def test_a_model_hands_the_prior_to_every_v2_layer_and_gradients_reach_the_encod
     mark_only_adapters_trainable(model)
     enc = StructureEncoder(structure_dim=K, encoding_dim=4, num_structure_types=3)
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad:
                 p.normal_(std=0.3)
     x = torch.randn(2, 5, 8)

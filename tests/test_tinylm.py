@@ -256,6 +256,7 @@ def test_sweeps_command_quick(tmp_path):
 @pytest.mark.slow
 def test_pretrain_command_is_deterministic(tmp_path):
     from safetensors.torch import load_file
+
     from lorakit import pretrain
     cards = [pretrain.main(["--steps", "3", "--batch-size", "2", "--context", "32",
                             "--eval-windows", "2", "--out", str(tmp_path / d)]) for d in "ab"]

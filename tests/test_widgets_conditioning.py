@@ -37,32 +37,32 @@ class StudentRSS(nn.Module):
 
 
 def test_state_of_a_reference_rss_layer():
-    l = layer(lorakit.RSSBilinearLoRA)
+    lay = layer(lorakit.RSSBilinearLoRA)
     p = torch.tensor([0.5, -1.0])
     x = torch.randn(7)
-    s = gating_state(l, p, x)
-    assert torch.allclose(s["gate"], l.lora_C.detach() @ p)
-    assert torch.allclose(s["shift"], l.lora_S.detach() @ p)
-    assert torch.allclose(s["output"], l(x[None], p[None])[0].detach())
+    s = gating_state(lay, p, x)
+    assert torch.allclose(s["gate"], lay.lora_C.detach() @ p)
+    assert torch.allclose(s["shift"], lay.lora_S.detach() @ p)
+    assert torch.allclose(s["output"], lay(x[None], p[None])[0].detach())
     assert torch.allclose(s["update"], s["output"] - s["base"])
 
 
 def test_state_of_a_bilinear_layer_has_no_shift_and_vanishes_at_zero():
-    l = layer(lorakit.BilinearLoRALinear)
-    s = gating_state(l, [0.0, 0.0])
+    lay = layer(lorakit.BilinearLoRALinear)
+    s = gating_state(lay, [0.0, 0.0])
     assert s["shift"] is None and s["update_norm"] == 0.0 and s["gate"].abs().max() == 0
 
 
 def test_student_layers_are_read_by_shape():
     torch.manual_seed(0)
-    l = StudentRSS(nn.Linear(7, 5), cond_dim=2, rank=3)
-    _probe.randomize_adapters(l, seed=1)
+    lay = StudentRSS(nn.Linear(7, 5), cond_dim=2, rank=3)
+    _probe.randomize_adapters(lay, seed=1)
     p = torch.tensor([1.0, 0.25])
-    s = gating_state(l, p, cond_dim=2)
-    assert torch.allclose(s["gate"], l.C.detach() @ p)
-    assert torch.allclose(s["shift"], l.S.detach() @ p)
+    s = gating_state(lay, p, cond_dim=2)
+    assert torch.allclose(s["gate"], lay.C.detach() @ p)
+    assert torch.allclose(s["shift"], lay.S.detach() @ p)
     with pytest.raises(ValueError, match="cond_dim"):
-        gating_state(l, p)                       # no cond_dim attribute and none given
+        gating_state(lay, p)                       # no cond_dim attribute and none given
 
 
 @pytest.mark.parametrize("bad", [[1.0], [1.0, 2.0, 3.0], [[1.0, 2.0]], [float("nan"), 0.0]])
@@ -72,18 +72,18 @@ def test_bad_p_fails_loudly(bad):
 
 
 def test_explorer_follows_the_sliders():
-    l = layer(lorakit.RSSBilinearLoRA)
-    ex = rank_gating_explorer(l, labels=["temperature", "load"])
+    lay = layer(lorakit.RSSBilinearLoRA)
+    ex = rank_gating_explorer(lay, labels=["temperature", "load"])
     assert [s.description for s in ex.sliders] == ["temperature", "load"]
     first = ex.result
     assert torch.allclose(first["p"], torch.tensor([0.75, 0.0]))
     ex.sliders[1].value = -1.0
     assert torch.allclose(ex.result["p"], torch.tensor([0.75, -1.0]))
-    assert torch.allclose(ex.result["shift"], l.lora_S.detach() @ torch.tensor([0.75, -1.0]))
+    assert torch.allclose(ex.result["shift"], lay.lora_S.detach() @ torch.tensor([0.75, -1.0]))
     with pytest.raises(ValueError, match="labels"):
-        rank_gating_explorer(l, labels=["only one"])
+        rank_gating_explorer(lay, labels=["only one"])
     with pytest.raises(ValueError, match="p_range"):
-        rank_gating_explorer(l, p_range=(0.5, 1.0))
+        rank_gating_explorer(lay, p_range=(0.5, 1.0))
 
 
 def test_plot_draws_both_panels():

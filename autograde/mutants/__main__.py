@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 from .report import markdown, summary
-from .run import (FAST_EVERY, SURVIVORS_FILE, TIMEOUT, label, new_survivors, run,
-                  update_survivors)
+from .run import FAST_EVERY, SURVIVORS_FILE, TIMEOUT, label, new_survivors, run, update_survivors
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,12 +24,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
+import tomllib
 
 from ..cells import ANSWER, TEST, cells, probe_cells
 from . import Mutant, mutate

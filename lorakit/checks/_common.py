@@ -29,7 +29,6 @@ from torch import nn
 
 from ._probe import CheckFailure, TimedOut, call, close, fail, trainable
 
-
 TOPIC: contextvars.ContextVar[str] = contextvars.ContextVar("topic", default="checks")
 
 

@@ -19,6 +19,7 @@ apart by behaviour: at x = 0 only the shift S p reaches the output.
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -26,10 +27,27 @@ import torch
 from torch import nn
 
 from . import _probe
-from ._common import (check_layer_after_merge, check_training_steps, concept_key, copy_trainable, handles, keyed,
-                      max_diff, with_concept)
-from ._probe import (BigIntermediates, CheckFailure, TimedOut, build, call, close, fail,
-                     make_base, randn, randomize_adapters, trainable)
+from ._common import (
+    check_layer_after_merge,
+    check_training_steps,
+    concept_key,
+    handles,
+    max_diff,
+    with_concept,
+)
+from ._probe import (
+    BigIntermediates,
+    CheckFailure,
+    TimedOut,
+    build,
+    call,
+    close,
+    fail,
+    make_base,
+    randn,
+    randomize_adapters,
+    trainable,
+)
 
 
 def find_base(layer: nn.Module) -> nn.Linear:
@@ -222,7 +240,8 @@ def _find_cond_factors(layer, variant, in_f, out_f, rank, cond):
     want = 2 if variant.shift else 1
     what = "C (the gate) and S (the shift)" if variant.shift else "C (the gate)"
     if len(cands) != want:
-        detail = (f"With cond_dim={cond} and rank={rank} expected {'two matrices' if want == 2 else 'one matrix'} of shape "
+        expected = "two matrices" if want == 2 else "one matrix"
+        detail = (f"With cond_dim={cond} and rank={rank} expected {expected} of shape "
                   f"({rank}, {cond}) or ({cond}, {rank}) for {what}; found {len(cands)}. "
                   f"Trainable parameters: {_shapes(layer)}.")
         if output_space:
@@ -470,7 +489,7 @@ def check_update(cls, v: Variant) -> None:
     for k, shape in enumerate([(1, 5, IN), (4, IN), (2, 3, IN), (2, 2, 3, IN)]):
         x = randn(*shape, seed=18)
         p = cond_batch(x, seed=19)
-        run = lambda: update(layer, x, p, IN, OUT)  # noqa: E731
+        run = functools.partial(update, layer, x, p, IN, OUT)
         got = run() if k == 0 else handles(run, tuple(shape[:-1]) + (OUT,))
         if got is None:
             continue

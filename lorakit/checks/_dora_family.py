@@ -54,8 +54,21 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ._probe import (generator, CheckFailure, TimedOut, assert_own_implementation, build, call, close, fail,
-                     find_base, find_factors, make_base, randn, trainable)
+from ._probe import (
+    CheckFailure,
+    TimedOut,
+    assert_own_implementation,
+    build,
+    call,
+    close,
+    fail,
+    find_base,
+    find_factors,
+    generator,
+    make_base,
+    randn,
+    trainable,
+)
 
 # Probe layers: non-square; in, out and rank pairwise different.
 IN, OUT, RANK = 24, 10, 3
@@ -293,7 +306,7 @@ class Parts:
         if m is not None and self.m_param is not None:
             self.m_param.copy_(m.reshape(self.m_param.shape).to(self.m_param))
         if logits is not None:
-            for (_, p), v in zip(self.scalars, logits):
+            for (_, p), v in zip(self.scalars, logits, strict=False):
                 p.fill_(v)
         if w is not None and self.w_param is not None:
             self.w_param.copy_(w.reshape(self.w_param.shape).to(self.w_param))
@@ -406,7 +419,7 @@ def _forward_backward(layer: nn.Module, inputs: Sequence[torch.Tensor], names: S
         return y.detach(), None
     g = randn(*y.shape, seed=seed)
     call(lambda: (y * g.to(y.dtype)).sum().backward(), what="Backward through your layer")
-    grads: dict[str, torch.Tensor | None] = {n: t.grad for n, t in zip(names, ins)}
+    grads: dict[str, torch.Tensor | None] = {n: t.grad for n, t in zip(names, ins, strict=False)}
     grads.update({n: p.grad for n, p in trainable(layer)})
     return y.detach(), grads
 
@@ -478,7 +491,7 @@ class Adam:
     def step(self) -> None:
         self.t += 1
         b1, b2 = self.betas
-        for p, m, v in zip(self.params, self.m, self.v):
+        for p, m, v in zip(self.params, self.m, self.v, strict=False):
             if p.grad is None:
                 continue
             m.mul_(b1).add_(p.grad, alpha=1 - b1)
@@ -679,7 +692,7 @@ def check_gradcheck(member: Member, cls: type, seed: int) -> None:
     if y.requires_grad:
         g = randn(*y.shape, seed=seed + 3).to(y.dtype)
         call(lambda: (y * g).sum().backward(), what="Backward through your layer")
-    for name, t in zip(member.input_names, ins):
+    for name, t in zip(member.input_names, ins, strict=False):
         gr = t.grad
         if gr is None or not bool(torch.isfinite(gr).all()) or gr.abs().max() == 0:
             fail(f"The loss must send a gradient back to the input {name}: the layers before this "

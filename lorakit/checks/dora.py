@@ -34,10 +34,21 @@ import torch
 from torch import nn
 
 from . import _dora_family as family
-from ._dora_family import (IN, OUT, RANK, Member, Parts, concept, find_magnitude,
-                           probe_base as _base, vectors)
-from ._probe import (CheckFailure, TimedOut, call, close, fail, find_base, make_base, randn,
-                     randomize_adapters, run_checks, trainable)
+from ._dora_family import IN, OUT, RANK, Member, Parts, concept, find_magnitude, vectors
+from ._dora_family import probe_base as _base
+from ._probe import (
+    CheckFailure,
+    TimedOut,
+    call,
+    close,
+    fail,
+    find_base,
+    make_base,
+    randn,
+    randomize_adapters,
+    run_checks,
+    trainable,
+)
 
 ROW_NORM_HINT = ("nn.Linear stores W as (out_features, in_features): row i holds the weights of "
                  "output i, so DoRA's norm is taken over each row, W.norm(dim=1). (The paper writes "
@@ -313,7 +324,10 @@ def _forward_diagnosis(layer: nn.Module, parts: Parts, s: float) -> str:
     m = parts.m()
     if close(M, V):
         return "The layer computes W x + sBA x, plain LoRA: the rescaling by m / ‖W + sBA‖ is missing."
-    dot = lambda P, Q, d: (P * Q).sum(d)
+
+    def dot(P, Q, d):
+        return (P * Q).sum(d)
+
     r = dot(M, V, 1) / dot(V, V, 1)                 # row i of M = r_i V_i ?
     if close(M, r[:, None] * V):
         if m is None:
@@ -462,18 +476,18 @@ def check_norm_detached(cls: type) -> None:
         return A.grad, B.grad
 
     want, full = ref(True), ref(False)
-    for name, a in zip("AB", got):
+    for name, a in zip("AB", got, strict=False):
         if a is None:
             fail(f"{name} received no gradient: A, B and the magnitude m all train.")
-    if all(close(a, w, rtol=1e-3, atol=1e-6) for a, w in zip(got, want)):
+    if all(close(a, w, rtol=1e-3, atol=1e-6) for a, w in zip(got, want, strict=False)):
         return
     msg = ("DoRA treats the row norm ‖W + sBA‖ as a constant in backward (paper §4.3, and PEFT): "
            "compute it under torch.no_grad() or call .detach() on it.")
-    if all(close(a, f, rtol=1e-3, atol=1e-6) for a, f in zip(got, full)):
+    if all(close(a, f, rtol=1e-3, atol=1e-6) for a, f in zip(got, full, strict=False)):
         fail(msg, "Your gradients of A and B are those of the un-detached norm: autograd "
                   "differentiates through the norm, which costs memory and time and is not DoRA's "
                   "update rule. (The forward values are the same either way; only the gradients differ.)")
-    bad = [(n, a, w) for n, a, w in zip("AB", got, want) if not close(a, w, rtol=1e-3, atol=1e-6)]
+    bad = [(n, a, w) for n, a, w in zip("AB", got, want, strict=False) if not close(a, w, rtol=1e-3, atol=1e-6)]
     fail(msg, "The gradients of " + ", ".join(f"{n} (largest difference {family.largest_difference(a, w)})"
                                               for n, a, w in bad)
          + " differ from those of the detached-norm definition.")
@@ -514,7 +528,7 @@ def check_gradients(cls: type) -> None:
     A, B, m = _random_values(parts.base, RANK, 19)
     parts.assign(A, B, m)
     backward()
-    for name, gr in zip(("A", "B", "m"), parts.grads()):
+    for name, gr in zip(("A", "B", "m"), parts.grads(), strict=False):
         if name == "m" and parts.m_param is None:
             continue
         if not has_grad(gr):

@@ -37,10 +37,20 @@ import torch
 from torch import nn
 
 from . import _dora_family as family
-from ._dora_family import (IN, OUT, RANK, Member, Parts, concept, find_magnitude, find_scalars,
-                           probe_base as _base)
-from ._probe import (CheckFailure, call, close, fail, find_base, make_base, randn,
-                     randomize_adapters, run_checks, trainable)
+from ._dora_family import IN, OUT, RANK, Member, Parts, concept, find_magnitude, find_scalars
+from ._dora_family import probe_base as _base
+from ._probe import (
+    CheckFailure,
+    call,
+    close,
+    fail,
+    find_base,
+    make_base,
+    randn,
+    randomize_adapters,
+    run_checks,
+    trainable,
+)
 
 # The values the checks give the two logits (the gate and the blend, in either order).
 LOGITS = ((0.8, -0.6), (-1.2, 0.5))
@@ -122,7 +132,9 @@ def row_factor(W, A, B, m, m0, gamma, beta, s, *, stale_norm=False, detach=True)
 
 def definition(W, b, A, B, m, m0, g, blend_logit, s, x, **variant):
     """y = (1 − β)·DoRA(x) + β·LoRA(x) = c ⊙ (V x) + b with γ = σ(g), β = σ(blend_logit)."""
-    sig = lambda v: torch.sigmoid(torch.as_tensor(float(v), dtype=torch.float64))
+    def sig(v):
+        return torch.sigmoid(torch.as_tensor(float(v), dtype=torch.float64))
+
     if not variant:
         return family.family_output(W, b, A, B, s, x, m=m, m0=m0, gamma=sig(g),
                                     beta=sig(blend_logit))
@@ -133,7 +145,9 @@ def definition(W, b, A, B, m, m0, g, blend_logit, s, x, **variant):
 
 def _variants(W, A, B, m, s):
     """(description, γ(g), β(l), m_init, s, extra kwargs) for the correct layer and common mistakes."""
-    sig = lambda v: torch.sigmoid(torch.as_tensor(float(v), dtype=torch.float64))
+    def sig(v):
+        return torch.sigmoid(torch.as_tensor(float(v), dtype=torch.float64))
+
     rows, ones = W.double().norm(dim=1), torch.ones(W.shape[0], dtype=torch.float64)
     return [
         (None, sig, sig, rows, s, {}),
@@ -180,8 +194,8 @@ def _match(layer: nn.Module, parts: Parts, s: float, x: torch.Tensor,
     orders = ((0, 1), (1, 0))
     for desc, gam, bet, m0, s_v, kw in _variants(W, A, B, m, s):
         for order in orders:
-            g, l = _reference_logits(parts, order, logits)
-            c, V = row_factor(W, A, B, m, m0, gam(g), bet(l), s_v, **kw)
+            g, blend = _reference_logits(parts, order, logits)
+            c, V = row_factor(W, A, B, m, m0, gam(g), bet(blend), s_v, **kw)
             if close(y, (x.double() @ V.T) * c):
                 return (order, "") if desc is None else (None, desc)
     M = _read_off(layer, parts)
@@ -450,7 +464,7 @@ def check_norm_detached(cls: type) -> None:
         fail("A and B must both receive a gradient once B is non-zero.")
     A, B = A0.clone().requires_grad_(), B0.clone().requires_grad_()
     ((x.double() @ (W + s * B @ A).T * c) * g.double()).sum().backward()
-    if all(close(a.double(), w, rtol=1e-3, atol=1e-6) for a, w in zip(got, (A.grad, B.grad))):
+    if all(close(a.double(), w, rtol=1e-3, atol=1e-6) for a, w in zip(got, (A.grad, B.grad), strict=False)):
         return
     why = ""
     try:
@@ -461,7 +475,7 @@ def check_norm_detached(cls: type) -> None:
             W_, m_ = parts.base.weight.detach(), parts.m()
             out = definition(W_, None, A2, B2, m_, W_.norm(dim=1), gl, bl, s, x, detach=False)
             (out * g.double()).sum().backward()
-            if all(close(a.double(), w, rtol=1e-3, atol=1e-6) for a, w in zip(got, (A2.grad, B2.grad))):
+            if all(close(a.double(), w, rtol=1e-3, atol=1e-6) for a, w in zip(got, (A2.grad, B2.grad), strict=False)):
                 why = ("Your gradients of A and B are those of the un-detached norm: autograd "
                        "differentiates through ‖W + sBA‖. The forward values are the same either "
                        "way; only the update rule differs.")

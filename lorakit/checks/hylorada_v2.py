@@ -38,8 +38,19 @@ from torch import nn
 
 from . import _dora_family as family
 from ._dora_family import IN, OUT, RANK, Member, Parts, concept, probe_base
-from ._probe import (generator, CheckFailure, TimedOut, call, close, fail, find_base, randn, run_checks,
-                     student_code, trainable)
+from ._probe import (
+    CheckFailure,
+    TimedOut,
+    call,
+    close,
+    fail,
+    find_base,
+    generator,
+    randn,
+    run_checks,
+    student_code,
+    trainable,
+)
 
 # Probe layers: non-square; in, out, rank, structure_dim and T pairwise different.
 SD = 7

@@ -18,6 +18,7 @@ pass. Each check raises ``CheckFailure`` (an AssertionError) whose message names
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
@@ -25,9 +26,20 @@ from torch import nn
 
 from . import _probe
 from ._common import check_layer_after_merge, check_training_steps, handles, keyed, max_diff, rekey
+from ._probe import (
+    BigIntermediates,
+    assert_own_implementation,
+    call,
+    close,
+    effective_delta,
+    fail,
+    make_base,
+    randn,
+    randomize_adapters,
+    run_checks,
+    trainable,
+)
 from ._probe import TimedOut as _TimedOut
-from ._probe import (BigIntermediates, assert_own_implementation, call, close, effective_delta,
-                     fail, make_base, randn, randomize_adapters, run_checks, trainable)
 
 # the probe helpers, their failures keyed by concept
 build = rekey("lora.construct", _probe.build)
@@ -68,7 +80,7 @@ def _outputs(layer, shapes, seed: int, in_f=IN, out_f=OUT):
     layer cannot handle (a crash, a wrong output shape) is skipped — check_shapes charges it."""
     for k, shape in enumerate(shapes):
         x = randn(*shape, seed=seed)
-        run = lambda: forward(layer, x, in_f, out_f)  # noqa: E731
+        run = functools.partial(forward, layer, x, in_f, out_f)
         y = run() if k == 0 else handles(run, tuple(shape[:-1]) + (out_f,))
         if y is not None:
             yield shape, x, y

@@ -353,8 +353,8 @@ def check_dropout(cls: type) -> None:
     if (resid.norm(dim=1) / scale).max().item() > 1e-4:
         y_update = d.float()
         on_update = all(close(v, torch.zeros_like(v)) or close(v, w / (1 - p))
-                        for row, w in zip(y_update, (e1 - k_eval))
-                        for v, w in zip(row, w))
+                        for row, w in zip(y_update, (e1 - k_eval), strict=False)
+                        for v, w in zip(row, w, strict=False))
         fail("Dropout must act on the adapter's input x — each input feature kept (and scaled "
              "by 1/(1 - p)) or zeroed — before A: in train mode your update is not B A applied "
              "to such a dropped-out x.",

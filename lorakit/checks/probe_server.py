@@ -250,7 +250,7 @@ class Server:
         args = decode(h["args"], tensors, ref)
         kwargs = decode(h["kwargs"], tensors, ref)
         inputs = [tensors[k] for k in h.get("inputs", [])]
-        for key, rg in zip(h.get("inputs", []), h.get("input_grads", [])):
+        for key, rg in zip(h.get("inputs", []), h.get("input_grads", []), strict=False):
             if rg and tensors[key].is_floating_point():
                 tensors[key].requires_grad_(True)
         leaves = [self.objects[r]._parameters[n] for r, n in h.get("leaves", [])]
@@ -287,7 +287,7 @@ class Server:
         if h["call"] not in self.graphs:
             raise RuntimeError("that forward call is too old: its graph was freed")
         outs, inputs, leaves = self.graphs[h["call"]]
-        pairs = [(o, tensors[g]) for o, g in zip(outs, h["grads"])
+        pairs = [(o, tensors[g]) for o, g in zip(outs, h["grads"], strict=False)
                  if g is not None and o.requires_grad]
         targets = inputs + leaves
         need = [i for i, t in enumerate(targets) if t.requires_grad]
@@ -296,7 +296,7 @@ class Server:
             got = self.run(lambda: torch.autograd.grad(
                 [o for o, _ in pairs], [targets[i] for i in need], [g for _, g in pairs],
                 allow_unused=True, retain_graph=True), "backward", self.step_seconds)
-            for i, g in zip(need, got):
+            for i, g in zip(need, got, strict=False):
                 grads[i] = g
         elif not pairs:
             raise RuntimeError("element 0 of tensors does not require grad and does not "

@@ -393,7 +393,7 @@ class ProbeSession:
         if grad and any(t.requires_grad for t in inputs + leaves):
             box: dict = {}
             outs = _RemoteCall.apply(self, spec, box, len(inputs), *inputs, *leaves)
-            connected = {**box["tensors"], **dict(zip(box["outputs"], outs))}
+            connected = {**box["tensors"], **dict(zip(box["outputs"], outs, strict=False))}
             return self._decode(box["tree"], connected)
         return self._call(spec, [False] * len(inputs), None)[0]
 
@@ -504,7 +504,7 @@ class _RemoteCall(torch.autograd.Function):
         ctx.session, ctx.call, ctx.n = session, box["call"], len(tensors)
         ctx.generation = session.generation
         nodes = _tensor_nodes(box["tree"])
-        for key, out in zip(box["outputs"], outs):
+        for key, out in zip(box["outputs"], outs, strict=False):
             if not nodes[key].get("rg"):  # it needs no gradient there: none here either
                 ctx.mark_non_differentiable(out)
         return tuple(outs) or (torch.zeros(()),)

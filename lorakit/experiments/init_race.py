@@ -82,7 +82,7 @@ def init_race(seeds: Sequence[int], steps: int, d_in: int = 64, d_out: int = 48,
     opt = torch.optim.Adam([A, B], lr=lr)
     g = torch.Generator().manual_seed(7)
     eranks, losses = [], []
-    for step in range(steps):
+    for _ in range(steps):
         x = torch.randn(batch, d_in, generator=g).to(device)         # W x cancels: fit BA to dW
         err = torch.einsum("kor,kbr->kbo", B, torch.einsum("kri,bi->kbr", A, x)) - torch.einsum("koi,bi->kbo", dW, x)
         loss = err.pow(2).mean(dim=(1, 2))                           # (K,): one loss per model

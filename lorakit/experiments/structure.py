@@ -22,7 +22,8 @@ what a causal structure prior would give.
 f(t) = 1 + 0.4 sin(2π t / 24). v1 (no prior) against v2 with a TemporalStructureEncoder of one
 learnable period started at 24·(1 − offset), for several offsets and two lengths of training
 data (the number of cycles it spans). Reported: test MSE (later in time than the training
-data) over the noise floor, the learned period, and whether it found 24 (within 0.5 %; a fit stuck in another minimum lands ≥ 2 % away).
+data) over the noise floor, the learned period, and whether it found 24 (within 0.5 %; a fit
+stuck in another minimum lands ≥ 2 % away).
 """
 from __future__ import annotations
 
@@ -43,8 +44,13 @@ from ..layers import HyLoRADALinear, HyLoRADAv2Linear
 from ..model import inject_adapters, mark_only_adapters_trainable
 from ..pretrain import machine
 from ..structure import StructureEncoder, TemporalStructureEncoder
-from ..structure_data import (PeriodicRegression, SeasonalComponent, depth_types,
-                              get_batch_with_depths, load_tokens_with_depths)
+from ..structure_data import (
+    PeriodicRegression,
+    SeasonalComponent,
+    depth_types,
+    get_batch_with_depths,
+    load_tokens_with_depths,
+)
 from ..tinylm import load_pretrained
 from . import RESULTS
 
@@ -128,7 +134,7 @@ def _same_A(model: nn.Module, seed: int) -> None:
     global random stream; this makes the comparison paired.)
     """
     from ..model import adapter_modules
-    for i, (name, m) in enumerate(adapter_modules(model).items()):
+    for i, m in enumerate(adapter_modules(model).values()):
         g = torch.Generator().manual_seed(10_000 * seed + i)
         a = torch.randn(m.lora_A.shape, generator=g)
         q, r = torch.linalg.qr(a.T)                      # (in, r): orthonormal columns
@@ -244,7 +250,7 @@ def run_code(methods: Iterable[str] = CODE_METHODS, seeds: Sequence[int] = (0, 1
         if method != "v1" and "v1" in out["methods"]:
             a = out["methods"][method]["val_loss"]["values"]
             b = out["methods"]["v1"]["val_loss"]["values"]
-            out["methods"][method]["minus_v1"] = summary([x - y for x, y in zip(a, b)])
+            out["methods"][method]["minus_v1"] = summary([x - y for x, y in zip(a, b, strict=True)])
     return out
 
 

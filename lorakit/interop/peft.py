@@ -38,7 +38,7 @@ from torch import nn
 
 from ..layers.base import AdapterLinear
 from ..layers.lora import LoRALinear
-from ..model import (_build_adapters, _inside_adapter, _set_submodule, adapter_modules)
+from ..model import _build_adapters, _inside_adapter, _set_submodule, adapter_modules
 
 __all__ = ["PEFT_MAPPINGS", "PeftMapping", "register_peft_mapping", "to_peft", "from_peft"]
 

@@ -31,8 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import (AdapterLinear, MergeStateError, add_low_rank, check_positive,
-                   check_probability, compiling)
+from .base import AdapterLinear, MergeStateError, add_low_rank, check_positive, check_probability, compiling
 from .fused import autocast_active, dora_linear
 
 
