@@ -49,6 +49,7 @@ def verdicts(folder, cls, merge_fn):
 
 @pytest.fixture(autouse=True)
 def short_time_limit(monkeypatch):
+    """10 s per step here (tests/conftest.py's is 3 s): the bilinear checks' steps are longer."""
     monkeypatch.setattr(_probe, "STEP_SECONDS", 10)
 
 

@@ -36,9 +36,7 @@ def verdicts(cls):
     return with_borrowing_check(dora.report(cls, verbose=False), dora.check_not_reference, cls)
 
 
-@pytest.fixture(autouse=True)
-def short_time_limit(monkeypatch):
-    monkeypatch.setattr(_probe, "STEP_SECONDS", 3)
+pytestmark = pytest.mark.usefixtures("short_time_limit")  # tests/conftest.py
 
 
 def test_there_are_enough_samples():

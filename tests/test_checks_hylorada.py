@@ -12,7 +12,7 @@ from check_matrix import assert_messages_teach, assert_verdicts_match_header, wi
 from torch import nn
 
 from autograde.submissions import load_samples
-from lorakit.checks import CheckFailure, _probe, hylorada
+from lorakit.checks import CheckFailure, hylorada
 from lorakit.layers import HyLoRADALinear as Reference
 
 # hostile_* samples attack the grading pipeline; tests/test_pipeline.py grades them.
@@ -31,9 +31,7 @@ def verdicts(cls):
     return with_borrowing_check(hylorada.report(cls, verbose=False), hylorada.check_not_reference, cls)
 
 
-@pytest.fixture(autouse=True)
-def short_time_limit(monkeypatch):
-    monkeypatch.setattr(_probe, "STEP_SECONDS", 3)
+pytestmark = pytest.mark.usefixtures("short_time_limit")  # tests/conftest.py
 
 
 def test_there_are_enough_samples():

@@ -20,7 +20,7 @@ from check_matrix import (
 from torch import nn
 
 from autograde.submissions import load_samples
-from lorakit.checks import CheckFailure, _probe, hylorada_v2
+from lorakit.checks import CheckFailure, hylorada_v2
 from lorakit.layers import HyLoRADALinear
 from lorakit.layers import HyLoRADAv2Linear as Reference
 
@@ -60,9 +60,7 @@ def verdicts(cls):
                                 hylorada_v2.check_not_reference, cls)
 
 
-@pytest.fixture(autouse=True)
-def short_time_limit(monkeypatch):
-    monkeypatch.setattr(_probe, "STEP_SECONDS", 3)
+pytestmark = pytest.mark.usefixtures("short_time_limit")  # tests/conftest.py
 
 
 def test_there_are_enough_samples():

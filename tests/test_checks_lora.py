@@ -16,7 +16,7 @@ from check_matrix import (
 from torch import nn
 
 from autograde.submissions import load_samples
-from lorakit.checks import CheckFailure, _probe, lora
+from lorakit.checks import CheckFailure, lora
 from lorakit.layers import LoRALinear as Reference
 
 # hostile_* samples attack the grading pipeline (kill the kernel, loop forever at top level,
@@ -42,9 +42,7 @@ def verdicts(cls, merge_fn):
     return results
 
 
-@pytest.fixture(autouse=True)
-def short_time_limit(monkeypatch):
-    monkeypatch.setattr(_probe, "STEP_SECONDS", 3)
+pytestmark = pytest.mark.usefixtures("short_time_limit")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.name)

@@ -19,7 +19,7 @@ from torch import nn
 import lorakit
 from autograde.submissions import load_sample, load_samples
 from lorakit import tinylm
-from lorakit.checks import CheckFailure, _probe, lora, practice
+from lorakit.checks import CheckFailure, lora, practice
 from lorakit.model import (
     adapter_modules,
     find_target_modules,
@@ -49,9 +49,7 @@ def verdicts(cls, count_fn):
                                 lora.check_not_reference, cls)
 
 
-@pytest.fixture(autouse=True)
-def short_time_limit(monkeypatch):
-    monkeypatch.setattr(_probe, "STEP_SECONDS", 3)
+pytestmark = pytest.mark.usefixtures("short_time_limit")  # tests/conftest.py
 
 
 def test_samples_cover_both_exercises():

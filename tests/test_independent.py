@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from autograde.submissions import load_samples
-from lorakit.checks import _probe
 
 HERE = Path(__file__).resolve().parents[1] / "autograde" / "independent"
 
@@ -61,9 +60,7 @@ def _param(folder, sample):
     return pytest.param(folder, sample, id=key, marks=marks)
 
 
-@pytest.fixture(autouse=True)
-def short_time_limit(monkeypatch):
-    monkeypatch.setattr(_probe, "STEP_SECONDS", 3)
+pytestmark = pytest.mark.usefixtures("short_time_limit")  # tests/conftest.py
 
 
 def test_the_set_has_correct_and_buggy_submissions_for_each_notebook():
