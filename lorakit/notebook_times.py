@@ -9,8 +9,8 @@ Each notebook runs in a fresh kernel (nbclient, the notebook's own kernel, its f
 working directory; nothing is written back to the file). The time is wall-clock seconds from
 kernel start to the last cell, as a student running "Restart and run all" would wait. Cells
 tagged ``raises-exception`` may raise, as under nbval; any other error fails the notebook.
-Exit status 1 when a notebook fails or takes longer than ``--limit`` seconds (default 90, the
-budget in DESIGN.md); CI already executes every notebook under nbval, this command adds the
+Exit status 1 when a notebook fails or takes longer than ``--limit`` seconds (default 90: a
+notebook stays fast on a 2-core CPU); CI already executes every notebook under nbval, this command adds the
 clock.
 """
 from __future__ import annotations

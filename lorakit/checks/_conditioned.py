@@ -1,6 +1,6 @@
 """What the checks of notebooks 03 and 04 share: probing a *conditioned* low-rank layer.
 
-Contract (DESIGN.md): ``cls(base_layer, cond_dim, rank=4, alpha=1)`` keeps ``self.base_layer``
+Contract: ``cls(base_layer, cond_dim, rank=4, alpha=1)`` keeps ``self.base_layer``
 and ``self.scaling = alpha / rank``; ``forward(x, p)`` takes x of shape (B, ..., in_features)
 and p of shape (B, cond_dim), broadcast over the middle dims of x::
 

@@ -1,6 +1,6 @@
 """Behavioural checks for notebook 03 (bilinear conditioning).
 
-Contract (DESIGN.md): ``BilinearLoRALinear(base_layer, cond_dim, rank=4, alpha=1)`` keeps
+Contract: ``BilinearLoRALinear(base_layer, cond_dim, rank=4, alpha=1)`` keeps
 ``self.base_layer`` and ``self.scaling = alpha / rank``; ``forward(x, p)`` takes x of shape
 (B, ..., in_features) and p of shape (B, cond_dim), broadcast over the middle dims of x::
 

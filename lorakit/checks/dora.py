@@ -1,6 +1,6 @@
 """Behavioural checks for notebook 05 (DoRA).
 
-Contract (DESIGN.md): ``DoRALinear(base_layer, rank=8, alpha=16)`` keeps ``self.base_layer``
+Contract: ``DoRALinear(base_layer, rank=8, alpha=16)`` keeps ``self.base_layer``
 and ``self.scaling = alpha / rank``; ``forward(x)`` takes x of shape (..., in_features) and
 computes, with W (out, in) and b the frozen base's weight and bias::
 

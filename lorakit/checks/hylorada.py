@@ -1,6 +1,6 @@
 """Behavioural checks for notebook 06 (HyLoRADA, seed 003).
 
-Contract (DESIGN.md): ``HyLoRADALinear(base_layer, rank=8, alpha=16)`` keeps ``self.base_layer``
+Contract: ``HyLoRADALinear(base_layer, rank=8, alpha=16)`` keeps ``self.base_layer``
 and ``self.scaling = alpha / rank``; ``forward(x)`` takes x of shape (..., in_features) and
 computes, with W (out, in) and b the frozen base's weight and bias::
 

@@ -1,6 +1,6 @@
 """Behavioural checks for notebook 07 (HyLoRADA v2: structure-conditioned scaling).
 
-Contract (DESIGN.md): ``HyLoRADAv2Linear(base_layer, rank=8, alpha=16, structure_dim=32)`` keeps
+Contract: ``HyLoRADAv2Linear(base_layer, rank=8, alpha=16, structure_dim=32)`` keeps
 ``self.base_layer`` and ``self.scaling = alpha / rank``; ``forward(x, structure_prior=None)``
 takes x of shape (B, T, in_features) and a prior of shape (B, T, structure_dim) (the checks pass
 it positionally, ``layer(x, prior)``). With W, b the frozen base's weight and bias::

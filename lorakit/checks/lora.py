@@ -1,6 +1,6 @@
 """Behavioural checks for notebook 01 (the LoRALinear challenge).
 
-Contract (DESIGN.md): ``cls(base_layer, rank=4, alpha=1)`` keeps ``self.base_layer`` and
+Contract: ``cls(base_layer, rank=4, alpha=1)`` keeps ``self.base_layer`` and
 ``self.scaling = alpha / rank``; ``forward(x)`` takes x of shape (..., in_features).
 ``merge_lora(layer) -> nn.Linear`` computes what ``layer`` computed before the call, with no
 autograd history. It either builds a new layer and leaves ``layer`` as it was, or (as the seed
@@ -65,8 +65,8 @@ def _shape_hint(in_f: int, out_f: int, error: str = "") -> str:
         return ("forward must take x of shape (..., in_features), any number of leading dims, "
                 "as nn.Linear does: torch.mm and torch.addmm take 2-D matrices only; use @, "
                 "torch.matmul or F.linear, which broadcast over the leading dims.")
-    return ("The adapter path must map in_features -> out_features with matrix products "
-            "(first A, then B), exactly like nn.Linear does. An elementwise '*' between a weight "
+    return (f"The adapter path must map in_features ({in_f}) -> out_features ({out_f}) with matrix "
+            "products (first A, then B), exactly like nn.Linear does. An elementwise '*' between a weight "
             "matrix and x only works when the shapes broadcast by accident.")
 
 
