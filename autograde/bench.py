@@ -10,8 +10,11 @@ LocalCluster, and (unless --no-plain) with 1 worker and the sandbox off
 (LORALAB_NO_SANDBOX=1). For each run it prints students per minute and the overhead per
 student: a worker slot's wall time per student (run wall time x slots / students; the
 run includes preparing, scoring and feedback) minus the mean of the kernel's own cell
-execution time (nbclient's timing metadata). A benchmark, not a test: the figures depend on
-the machine and its load.
+execution time (nbclient's timing metadata), and where that time goes. A benchmark, not a
+test: the figures depend on the machine and its load.
+
+Workers are forked from a fork server (autograde/runner.py); run the benchmark with
+``LORALAB_FRESH_WORKERS=1`` to time a fresh worker process per student instead.
 """
 from __future__ import annotations
 
@@ -70,6 +73,24 @@ def startup_cost(repeats: int = 5) -> dict:
     return best
 
 
+def worker_startup(repeats: int = 3) -> float:
+    """Seconds to start Python and import the worker's modules (torch, nbgrader, nbclient):
+    what a fresh worker process paid per student, and a fork server pays once."""
+    import subprocess
+
+    from .runner import worker_env
+    times = []
+    for _ in range(repeats):
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-c", "import autograde.worker"], check=True,
+                       env=worker_env())
+        times.append(time.monotonic() - started)
+    best = round(min(times), 3)
+    print(f"worker start-up (python + the worker's imports, best of {repeats}): {best} s",
+          flush=True)
+    return best
+
+
 def cell_seconds(course: Course, assignment: str, student: str) -> float:
     """The kernel's own execution time of a graded notebook: the sum over its code cells of
     execute_reply - execute_input (nbclient's timing metadata)."""
@@ -111,7 +132,9 @@ def _grade_once(root: Path, work: Path, assignment: str, students: int, **settin
     judge = mean(o.timing.get("judge_seconds") for o in outcomes)
     cell = sum(cells) / len(cells)
     parts = {  # where a student's time goes, in seconds (means)
-        "worker_process_start": round(worker - execute, 2),
+        # the worker's start: forked from the fork server (whose own start, its imports, the
+        # run's first tasks wait for), or a fresh process (LORALAB_FRESH_WORKERS=1)
+        "worker_start": round(worker - execute, 2),
         "kernel_sandbox_and_start": round(execute - judge - cell, 2),
         "cells": round(cell, 2),
         "probe_and_judge": judge,
@@ -131,6 +154,8 @@ def run(students: int, assignment: str, workers: int, plain: bool = True) -> dic
 
     from . import sandbox
     results = {}
+    load = [round(x, 2) for x in os.getloadavg()]
+    print(f"load average at the start: {load[0]} {load[1]} {load[2]}", flush=True)
     with tempfile.TemporaryDirectory(prefix="loralab-bench-") as tmp:
         root = Path(tmp) / "course"
         shutil.copytree(ROOT / "solutions" / assignment, root / "solutions" / assignment)
@@ -158,6 +183,10 @@ def run(students: int, assignment: str, workers: int, plain: bool = True) -> dic
     summary = {
         "date": datetime.date.today().isoformat(), "machine": platform.platform(),
         "cores": os.cpu_count(), "python": platform.python_version(),
+        "load_average_at_start": load, "load_average_after_runs": [round(x, 2)
+                                                               for x in os.getloadavg()],
+        "workers_started": "fresh process per student" if os.environ.get(
+            "LORALAB_FRESH_WORKERS") else "forked from a fork server",
         "assignment": assignment, "students": students, "workers": workers,
         "speedup": round(results["local-1"]["wall_s"] / local["wall_s"], 2),
         "dask_vs_local": round(results["dask-2"]["students_per_min"]
@@ -174,6 +203,7 @@ def run(students: int, assignment: str, workers: int, plain: bool = True) -> dic
         summary["sandbox_overhead_s_per_student"] = round(
             (one["wall_s"] - bare["wall_s"]) / students, 2)
         summary["sandbox_startup"] = startup_cost()
+        summary["worker_startup_s"] = worker_startup()
         print(f"sandbox: {summary['sandbox_overhead_s_per_student']} s per student "
               f"(sandboxed minus unsandboxed, 1 worker)")
     return summary
@@ -196,7 +226,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--no-plain", action="store_true",
-                        help="skip the run without the sandbox (and the start-up measurement)")
+                        help="skip the run without the sandbox (and the start-up measurements)")
     args = parser.parse_args(argv)
     if args.students < 1 or args.workers < 1:
         parser.error("--students and --workers must be >= 1")

@@ -17,14 +17,25 @@ import sys
 # jsonschema (under nbformat) checks the "iri" format with rfc3987_syntax when it is
 # installed, and that module builds a grammar when imported: 0.8 s of CPU per worker
 # process. No notebook schema uses the format; without the module jsonschema skips it.
+# (So the imports below come after a statement.)
+# ruff: noqa: E402
 sys.modules.setdefault("rfc3987_syntax", None)
 
+import contextlib
+import ctypes
+import gc
+import importlib
 import json
 import math
 import os
+import select
+import selectors
+import shutil
 import signal
+import socket
 import threading
 import time
+import traceback
 from pathlib import Path
 
 import nbformat
@@ -269,12 +280,19 @@ def execute(task: dict) -> dict:
     return result
 
 
+#: The probe: ``python -m lorakit.checks.probe_server`` (runpy does what -m does), ended with
+#: ``os._exit`` once the judge has closed its stdin. Its replies are written as they go and
+#: nothing else is read back, so nothing is lost; the judge waits for the probe's exit, and
+#: Python's own shutdown with torch loaded takes about a second.
+PROBE = ["-c", "import os, runpy\nrunpy.run_module('lorakit.checks.probe_server', "
+               "run_name='__main__', alter_sys=True)\nos._exit(0)"]
+
+
 def _judge(task: dict, nb, limits: Limits, plan) -> list[str]:
     """Judge the test cells here against a fresh probe in a sandbox of its own (see
     autograde/judge.py); write the verdicts into ``nb``; return the flags."""
     with Sandbox(limits, task.get("files"), plan=plan, name=task["student"] + "-probe") as box:
-        command = box.wrap([sys.executable, "-m", "lorakit.checks.probe_server"],
-                           dict(os.environ))
+        command = box.wrap([sys.executable, *PROBE], dict(os.environ))
         try:
             judgement = judge(nb, command, cell_timeout=task["timeout"])
         finally:
@@ -318,33 +336,222 @@ def _limit_flags(report, limits) -> list[str]:
     return flags
 
 
-def _die_with_parent() -> None:
-    """Exit when the process that started this worker dies (a killed coordinator or Dask
-    worker): nobody would read the result. The sandboxes die with this process
-    (bubblewrap's --die-with-parent); the next run sweeps their cgroups. The parent's pid
-    comes from run_task: it may have died while this process was still importing."""
-    parent = int(os.environ.get("LORALAB_WORKER_PARENT") or os.getppid())
+def _die_with(parent: int) -> None:
+    """Exit when ``parent``, this process's parent, dies: nobody would read the result. The
+    sandboxes die with this process (bubblewrap's --die-with-parent); the next run sweeps
+    their cgroups. A forked worker's parent is its fork server (which kills its workers when
+    the coordinator or Dask worker that started it dies); a worker started on its own is told
+    its parent's pid by run_task (``LORALAB_WORKER_PARENT``): it may have died while this
+    process was still importing."""
+    if os.getppid() != parent:
+        os._exit(3)
+    try:
+        fd = os.pidfd_open(parent)  # readable once the parent has exited
+    except (AttributeError, OSError):  # not Linux >= 5.3: poll instead
+        fd = None
+    if os.getppid() != parent:  # it died before the pidfd was opened: the pid may be reused
+        os._exit(3)
 
     def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
+        if fd is not None:
+            select.select([fd], [], [])
+        else:
+            while os.getppid() == parent:
+                time.sleep(1.0)
         os._exit(3)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def _name(name: bytes) -> None:
+    """Name this process as ps and top show it (PR_SET_NAME; Linux only, else nothing)."""
+    try:
+        ctypes.CDLL(None).prctl(15, name, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def run(task_path: str, result_path: str) -> int:
+    """Execute the task in ``task_path``; write its result (JSON) to ``result_path``."""
+    task = json.loads(Path(task_path).read_text(encoding="utf-8"))
+    result = execute(task)
+    result["worker_pid"] = os.getpid()
+    tmp = Path(result_path + ".tmp")
+    tmp.write_text(json.dumps(result), encoding="utf-8")
+    tmp.replace(result_path)
+    return 0
+
+
+# -- the fork server: one per process that runs tasks (autograde/runner.py: ForkServer) ------
+def _threads() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
+
+
+def _send(conn: socket.socket, message: dict) -> None:
+    try:
+        conn.sendall(json.dumps(message).encode("utf-8") + b"\n")
+    except OSError:  # the caller hung up: it reads nothing more
+        pass
+
+
+#: Imported by the fork server besides this module's own imports: what every task would
+#: import on its way. The first TorchDispatchMode a check enters imports torch._dynamo
+#: (torch/_compile.py: 1.4 s here); the kernel's spec is looked up through ipykernel.
+PRELOAD = ("torch._dynamo", "ipykernel.kernelspec", "IPython.paths")
+
+
+def serve(listen_fd: int, alive_fd: int) -> int:
+    """Fork one worker per request, from this process, which has imported everything a task
+    needs (this module's imports: torch, nbgrader, nbclient, jupyter_client, zmq; and
+    PRELOAD). runner.ForkServer starts it, with OPENBLAS_NUM_THREADS=1.
+
+    ``listen_fd``: a listening Unix socket (in a folder only its owner can enter); a caller
+    connects, sends one JSON line ``{"task", "result", "log", "cwd"}``, reads ``{"pid": N}``
+    once the worker is forked and ``{"exit": CODE}`` once it has ended (CODE as
+    ``Popen.returncode``: -9 for SIGKILL); it may send ``{"kill": true}`` meanwhile. A
+    connection that closes before its worker has ended kills the worker's process group.
+    ``alive_fd``: a pipe whose other end only the caller's process holds: at its end (the
+    caller exited or was killed, or stopped this server) no more workers are forked, and this
+    process exits once the running ones have ended.
+
+    Fork safety: the imports start no thread (checked: forking a process with threads
+    copies only the forking one, and locks held by the others stay locked in the child);
+    nothing here creates a zmq context, an event loop, a torch thread pool, or probes the
+    sandbox: each worker does that itself, as a freshly started one did.
+    """
+    _name(b"loralab-forksrv")
+    for name in PRELOAD:
+        importlib.import_module(name)
+    threads = _threads()
+    if threads != 1:
+        print(f"autograde.worker --serve: {threads} threads after the imports; forking would "
+              "be unsafe (LORALAB_FRESH_WORKERS=1 starts a fresh process per task instead)",
+              file=sys.stderr, flush=True)
+        return 70
+    listener = socket.socket(fileno=listen_fd)
+    sig_r, sig_w = os.pipe()
+    os.set_blocking(sig_r, False)
+    os.set_blocking(sig_w, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the selector through sig_w
+    signal.set_wakeup_fd(sig_w)
+    sel = selectors.DefaultSelector()
+    sel.register(listener, selectors.EVENT_READ, "accept")
+    sel.register(alive_fd, selectors.EVENT_READ, "alive")
+    sel.register(sig_r, selectors.EVENT_READ, "reap")
+    children: dict[int, socket.socket] = {}   # worker pid -> its caller's connection
+    folder = Path(listener.getsockname()).parent  # the socket's and this server's log's
+    gc.collect()
+    gc.freeze()  # the imported modules' objects: their pages stay shared with the workers
+
+    def kill(pid: int) -> None:
+        try:
+            os.killpg(pid, signal.SIGKILL)  # the worker and everything it started
+        except ProcessLookupError:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # not yet its own group leader
+
+    def fork(conn: socket.socket) -> None:
+        conn.settimeout(30)
+        try:
+            line = conn.makefile("rb").readline(1 << 20)
+            request = json.loads(line)
+            argv = [str(request[k]) for k in ("task", "result", "log", "cwd")]
+        except (OSError, ValueError, KeyError, TypeError):
+            conn.close()
+            return
+        conn.settimeout(None)
+        pid = os.fork()
+        if pid == 0:  # the worker
+            code = 70
+            try:
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                sel.close()
+                for sock in (listener, conn, *children.values()):
+                    if sock.fileno() >= 0:
+                        os.close(sock.detach())
+                for fd in (sig_r, sig_w, alive_fd):
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                code = _worker(*argv)
+            except BaseException:  # noqa: BLE001 - reported in the worker's log
+                traceback.print_exc()
+            finally:
+                with contextlib.suppress(Exception):
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                os._exit(code)
+        children[pid] = conn
+        sel.register(conn, selectors.EVENT_READ, pid)
+        _send(conn, {"pid": pid})
+
+    while listener.fileno() >= 0 or children:
+        for key, _ in sel.select():
+            what = key.data
+            if what == "alive":  # the caller's process is gone, or it stopped this server
+                sel.unregister(alive_fd)
+                sel.unregister(listener)
+                listener.close()
+            elif what == "accept":
+                if listener.fileno() >= 0:
+                    fork(listener.accept()[0])
+            elif what == "reap":
+                with contextlib.suppress(OSError):
+                    os.read(sig_r, 4096)
+                while True:
+                    try:
+                        pid, status = os.waitpid(-1, os.WNOHANG)
+                    except ChildProcessError:
+                        break
+                    if pid == 0:
+                        break
+                    conn = children.pop(pid, None)
+                    if conn is not None:
+                        with contextlib.suppress(KeyError, ValueError):
+                            sel.unregister(conn)
+                        _send(conn, {"exit": os.waitstatus_to_exitcode(status)})
+                        conn.close()
+            elif key.fileobj.fileno() >= 0:  # a caller's connection: a kill, or it hung up
+                try:
+                    data = key.fileobj.recv(4096)
+                except OSError:
+                    data = b""
+                if not data or b"kill" in data:
+                    kill(what)
+                if not data:
+                    sel.unregister(key.fileobj)
+    if folder.name.startswith("loralab-workers-"):  # made for this server: nothing to report
+        shutil.rmtree(folder, ignore_errors=True)
+    return 0
+
+
+def _worker(task_path: str, result_path: str, log: str, cwd: str) -> int:
+    """In a process just forked by :func:`serve`: a session (so a process group) of its own,
+    its output in ``log``, then the task."""
+    os.setsid()
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    os.chdir(cwd)
+    _name(b"loralab-worker")
+    _die_with(os.getppid())  # the server: it kills its workers when its caller dies
+    return run(task_path, result_path)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 3 and argv[0] == "--serve":
+        return serve(int(argv[1]), int(argv[2]))
     if len(argv) != 2:
-        print("usage: python -m autograde.worker TASK.json RESULT.json", file=sys.stderr)
+        print("usage: python -m autograde.worker TASK.json RESULT.json\n"
+              "       python -m autograde.worker --serve LISTEN_FD ALIVE_FD", file=sys.stderr)
         return 2
-    task = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
-    _die_with_parent()
-    result = execute(task)
-    tmp = Path(argv[1] + ".tmp")
-    tmp.write_text(json.dumps(result), encoding="utf-8")
-    tmp.replace(argv[1])
-    return 0
+    _die_with(int(os.environ.get("LORALAB_WORKER_PARENT") or os.getppid()))
+    return run(argv[0], argv[1])
 
 
 if __name__ == "__main__":

@@ -229,7 +229,7 @@ def test_committed_release_is_up_to_date(fresh_release):
         old = nbformat.read(committed / rel, as_version=4)
         new = nbformat.read(fresh / rel, as_version=4)
         assert len(old.cells) == len(new.cells), f"{rel}: {hint}"
-        for index, (a, b) in enumerate(zip(old.cells, new.cells)):
+        for index, (a, b) in enumerate(zip(old.cells, new.cells, strict=True)):
             where = f"{rel} cell {index} ({grade_id(b) or b.cell_type}): {hint}"
             assert a.cell_type == b.cell_type, where
             assert a.source == b.source, where
@@ -320,7 +320,7 @@ def graded(tmp_path_factory):
         needs = header(path, "needs")
         if needs and proven.get(needs, f"unknown limit {needs!r}"):
             left_out[student_id(path)] = f"{needs} not in force: {proven.get(needs)}"
-            warnings.warn(f"NOT RUNNING {path.name}: {left_out[student_id(path)]}")
+            warnings.warn(f"NOT RUNNING {path.name}: {left_out[student_id(path)]}", stacklevel=2)
             continue
         sample = load_sample(path)
         sample.status = expected_status(path)
@@ -569,7 +569,7 @@ def test_a_failing_test_cell_scores_zero_and_outputs_stay_small(graded):
     as partial credit), a test cell with an error earns nothing; and no autograded notebook
     is larger than the output caps allow."""
     limit = graded.course.notebook_output_bytes + (2 << 20)  # outputs + the notebook's cells
-    for student, row in graded.rows.items():
+    for student in graded.rows:
         path = graded.course.autograded_dir(student, ASSIGNMENT) / f"{NOTEBOOK}.ipynb"
         if not path.exists():
             continue
@@ -849,8 +849,9 @@ def ledger_rows(course) -> dict[str, dict]:
 
 
 def test_ledger_lock_refuses_a_second_run_and_takes_over_a_dead_one(tmp_path):
-    from autograde.ledger import LOCKS, Busy, Ledger
     from sqlalchemy import insert
+
+    from autograde.ledger import LOCKS, Busy, Ledger
     ledger = Ledger(f"sqlite:///{tmp_path / 'gb.db'}")
     with ledger.lock("A") as run:
         with pytest.raises(Busy, match=r"another grading run of A is in progress \(pid "
@@ -947,12 +948,18 @@ def test_dask_cluster_grades_like_the_local_path(graded, tmp_path):
     assert all(rows[s]["fingerprint"] for s in CLASS)
 
 
-def _workers_running() -> list:
+def _workers_running(kind: str = "any") -> list:
+    """Grading processes of this machine: fork servers (`python -m autograde.worker --serve`)
+    and workers (forked from one, so with its command line, and named loralab-worker; or
+    started on their own). ``kind``: "any", or "worker" for the workers only."""
     import psutil
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
+    for proc in psutil.process_iter(["cmdline", "name"]):
         with contextlib.suppress(psutil.Error):
-            if "autograde.worker" in " ".join(proc.info["cmdline"] or []):
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if "autograde.worker" not in cmdline:
+                continue
+            if kind == "any" or proc.info["name"] == "loralab-worker" or "--serve" not in cmdline:
                 found.append(proc)
     return found
 
@@ -981,7 +988,7 @@ def test_a_killed_coordinator_and_a_killed_worker_lose_and_duplicate_nothing(gra
     proc.wait()
     first = ledger_rows(course)
     assert 1 <= len(first) < len(students), "the run ended before it could be killed"
-    time.sleep(3)  # the orphaned worker notices and exits
+    time.sleep(3)  # the orphaned fork server kills its worker and exits
     assert not _workers_running()
 
     killed = []
@@ -989,7 +996,7 @@ def test_a_killed_coordinator_and_a_killed_worker_lose_and_duplicate_nothing(gra
     def kill_a_worker():
         end = time.monotonic() + 120
         while time.monotonic() < end and not killed:
-            running = _workers_running()
+            running = _workers_running("worker")  # a worker, not its fork server
             if running:
                 time.sleep(2)
                 running[0].kill()
@@ -1010,6 +1017,170 @@ def test_a_killed_coordinator_and_a_killed_worker_lose_and_duplicate_nothing(gra
     with course.gradebook() as gb:
         subs = [s.student.id for s in gb.find_assignment(ASSIGNMENT).submissions]
     assert sorted(subs) == sorted(students)
+
+
+# -- the fork server's workers (autograde/runner.py: ForkServer, autograde/worker.py: serve) --
+STATE_CELL = """import lorakit
+print("left by an earlier task:", getattr(lorakit, "_loralab_mark", None))
+lorakit._loralab_mark = {student!r}"""
+
+
+def _tiny_task(student: str, *extra, notebook_timeout: int = 60) -> dict:
+    """A task as Course.task makes it, from the tiny notebook (its source: solutions and
+    hidden tests in place) and ``extra`` cells."""
+    from autograde.sandbox import Limits
+    nb = _tiny_notebook()
+    nb.cells.extend(extra)
+    return {"assignment": "01_tiny", "student": student, "notebook": "tiny",
+            "fingerprint": "f" * 40, "source": nbformat.writes(nb), "files": {},
+            "limits": dataclasses.asdict(Limits(memory=1 << 30)), "timeout": 20,
+            "notebook_timeout": notebook_timeout, "cell_output_bytes": 1 << 20,
+            "notebook_output_bytes": 4 << 20}
+
+
+def _test_cell(grade_id: str, source: str):
+    return new_code_cell(source, metadata={"nbgrader": {
+        "grade_id": grade_id, "grade": True, "solution": False, "locked": True, "points": 1,
+        "schema_version": 3}})
+
+
+def _printed(result: dict, gid: str) -> str:
+    """What the judge's run of test cell ``gid`` printed, in the executed notebook."""
+    nb = nbformat.reads(result["notebook"], as_version=4)
+    (cell,) = [c for c in nb.cells if grade_id(c) == gid]
+    return "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
+
+
+def _forked_workers(server) -> list:
+    import psutil
+    with contextlib.suppress(psutil.Error, TypeError):
+        return [c for c in psutil.Process(server.pid).children()
+                if c.name() == "loralab-worker"]
+    return []
+
+
+@pytest.mark.slow
+def test_forked_workers_share_no_state():
+    """Two tasks forked from one server: each in a process of its own, each from the
+    server's pristine state. The test cell runs here on the host, in the worker (the judge):
+    it reads, then sets, a mark on a module; the second task must not see the first's mark.
+    The kernel still sees NBGRADER_EXECUTION=autograde."""
+    from autograde import runner
+    server = runner.ForkServer()
+    try:
+        results = [runner.run_task(_tiny_task(student, _test_cell("test_state", STATE_CELL
+                                                                   .format(student=student))),
+                                   server) for student in ("first", "second")]
+        server_pid = server.pid
+    finally:
+        server.stop()
+    for result in results:
+        assert result["status"] == "graded", result["reason"]
+        assert "left by an earlier task: None" in _printed(result, "test_state")
+        nb = nbformat.reads(result["notebook"], as_version=4)
+        assert "grading: autograde" in nb.cells[1].outputs[0]["text"]
+    pids = {r["worker_pid"] for r in results}
+    assert len(pids) == 2 and server_pid not in pids
+    assert server.pid is None  # stopped
+    assert server.starts == 1  # both forked from the same server
+
+
+@pytest.mark.slow
+def test_a_killed_forked_worker_is_retried_and_one_past_its_limit_is_killed_with_its_sandbox():
+    """LocalRunner: the forked worker of a task is killed (SIGKILL) mid-task; the task is
+    tried once more and graded. ForkServer.run: a worker past its limit is killed with its
+    process group, and its sandbox (bubblewrap, the kernel) dies with it."""
+    import psutil
+
+    from autograde import runner
+    local = runner.LocalRunner(1)
+    killed = []
+
+    def kill_the_first_worker():
+        end = time.monotonic() + 120
+        while time.monotonic() < end and not killed:
+            workers = _forked_workers(local.server) if local.server is not None else []
+            if workers:
+                time.sleep(1)  # its sandbox is starting
+                workers[0].kill()
+                killed.append(workers[0].pid)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_the_first_worker)
+    killer.start()
+    ((task, result),) = [pair for batch in local.batches([_tiny_task("killed-once")])
+                         for pair in batch]
+    killer.join()
+    assert killed
+    assert result["status"] == "graded" and result.get("final", True), result
+    assert result["worker_pid"] != killed[0]
+    assert local.server is None  # stopped when batches ended
+
+    server = runner.ForkServer()
+    family = []
+
+    def watch():
+        end = time.monotonic() + 60
+        while time.monotonic() < end and not family:
+            for worker in _forked_workers(server):
+                with contextlib.suppress(psutil.Error):
+                    below = worker.children(recursive=True)
+                    if any("ipykernel" in " ".join(p.cmdline()) for p in below):
+                        family.extend([worker, *below])
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            task = _tiny_task("sleeper", new_code_cell("import time\ntime.sleep(600)"),
+                              notebook_timeout=900)
+            Path(tmp, "task.json").write_text(json.dumps(task), encoding="utf-8")
+            started = time.monotonic()
+            ended, _ = server.run(Path(tmp), limit=15)
+            assert ended == runner.KILLED
+            assert time.monotonic() - started < 15 + 10
+            assert not Path(tmp, "result.json").exists()
+        watcher.join()
+        assert family, "the worker never had its kernel running"
+        _, alive = psutil.wait_procs(family, timeout=10)
+        assert not alive, [p.pid for p in alive]
+        assert server.pid is not None  # the server itself goes on
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_the_fork_server_and_its_workers_die_with_the_process_that_started_them(tmp_path):
+    """A process runs a task through its fork server and is killed (SIGKILL) mid-task: the
+    server kills the worker (and with it its sandbox) and exits. The server has imported
+    torch, and has one thread (it forks)."""
+    import psutil
+    task = tmp_path / "task.json"
+    task.write_text(json.dumps(_tiny_task("orphan", new_code_cell("import time\n"
+                                                                  "time.sleep(600)"))))
+    code = ("import json, sys\nfrom autograde import runner\n"
+            "runner.run_task(json.loads(open(sys.argv[1]).read()))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(task)], cwd=ROOT)
+    try:
+        family = []
+        end = time.monotonic() + 120
+        while time.monotonic() < end and not family:
+            with contextlib.suppress(psutil.Error):
+                for server in psutil.Process(proc.pid).children():
+                    workers = [c for c in server.children() if c.name() == "loralab-worker"]
+                    if workers:
+                        assert server.name() == "loralab-forksrv"
+                        assert server.num_threads() == 1
+                        family = [server, *workers, *workers[0].children(recursive=True)]
+            time.sleep(0.2)
+        assert family, "no worker started"
+        assert "libtorch" in Path(f"/proc/{family[0].pid}/maps").read_text()  # imported there
+    finally:
+        proc.kill()
+        proc.wait()
+    _, alive = psutil.wait_procs(family, timeout=10)
+    assert not alive, [(p.pid, p.name()) for p in alive]
 
 
 @pytest.mark.slow
