@@ -327,7 +327,7 @@ are root, with --allow-root."""
 
 TEST_EPILOG = """\
 Paths are relative to the directory you are in, as when you run pytest yourself:
-  cd tests && python3 ../course.py test test_packaging.py -x"""
+  cd tests && python3 ../course.py test coursework/test_packaging.py -x"""
 
 
 def build_parser():

@@ -5,7 +5,7 @@ here (with labconfig/ and nbgrader_config.py beside this file) applies to the co
 only: your own ~/.jupyter settings still load underneath, and a plain `jupyter lab` does not
 see any of it. The instructor's formgrader (`python -m autograde formgrader`) loads this file
 first and then changes what differs (autograde/jupyter-config/jupyter_server_config.py).
-tests/test_launch.py starts a server with exactly this configuration and reads its log.
+tests/coursework/test_launch.py starts a server with exactly this configuration and reads its log.
 """
 import copy
 
@@ -42,7 +42,7 @@ class CourseContentsManager(AsyncLargeFileManager):
     JupyterLab copies the kernel's language_info into the notebook as soon as the kernel
     starts and marks the notebook modified when it differs in anything (deep equality),
     including "version", the Python version. The course's notebooks store the metadata of
-    one Python (tests/test_launch.py); on any other, opening a notebook would mark it
+    one Python (tests/coursework/test_launch.py); on any other, opening a notebook would mark it
     modified and autosave would rewrite it. Nothing else is touched: what is on disk only
     changes when you save, and then with what your kernel reported anyway. (A contents
     manager set in your own Jupyter config is replaced by this one for the course's launch.)

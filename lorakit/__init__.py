@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .conditioning import condition, structure_prior
+from .conditioning import StructureEncoder, TemporalStructureEncoder, condition, structure_prior
 from .layers import (
     AdapterLinear,
     BilinearLoRALinear,
@@ -14,7 +14,6 @@ from .layers import (
     MergeStateError,
     RSSBilinearLoRA,
 )
-from .structure import StructureEncoder, TemporalStructureEncoder
 
 __version__ = "0.1.0"
 

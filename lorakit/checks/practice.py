@@ -64,7 +64,7 @@ class _GPT2Like(nn.Module):
 def probe_models() -> dict[str, nn.Module]:
     """The models the count is checked on: TinyLM's architecture (GQA: k/v narrower than q) and a
     GPT-2-like model whose attention and MLP both own a ``c_proj``."""
-    from ..tinylm import TinyLM, TinyLMConfig
+    from ..lm.tinylm import TinyLM, TinyLMConfig
 
     with seeded(0):
         return {"TinyLM": TinyLM(TinyLMConfig(context=16)), "GPT-2-like": _GPT2Like()}

@@ -3,7 +3,7 @@
     python -m lorakit.experiments.conditioning            # full size: 10 seeds, under a minute on 2 CPU cores
     python -m lorakit.experiments.conditioning --quick    # a smoke run (not saved by default)
 
-The plant is ``lorakit.data.OperatingSystem``: y = W(p) x + b(p) + noise, pretrained (calibrated)
+The plant is ``lorakit.datasets.plant.OperatingSystem``: y = W(p) x + b(p) + noise, pretrained (calibrated)
 at its nominal condition. Every method adapts that frozen ``nn.Linear`` with rank r on
 measurements at a few *training* conditions, and is evaluated on fresh measurements at
 *held-out* conditions — inside the training range ("interpolate") and beyond it ("extrapolate"):
@@ -42,7 +42,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
-from ..data import OperatingSystem, condition_splits
+from ..datasets.plant import OperatingSystem, condition_splits
 from . import RESULTS
 
 METHODS: tuple[str, ...] = ("LoRA", "bilinear", "bilinear, 1 + Cp", "RSS", "RSS, 1 + Cp",
@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         args.seeds, args.steps = args.seeds[:2], 50
     out = args.out if args.out is not None else (None if args.quick else RESULTS / "conditioning.json")
-    from ..pretrain import machine
+    from ..provenance import machine
 
     t0 = time.time()
     plants = {"calibrated at p = 0": OperatingSystem(),

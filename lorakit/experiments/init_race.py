@@ -29,7 +29,7 @@ from typing import Sequence
 
 import torch
 
-from ..analysis import effective_rank
+from ..notebook.analysis import effective_rank
 from . import RESULTS
 
 INITS = {  # name: (direction, row norm or None to keep the init's own)
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         args.seeds, args.steps = 8, 30
     out = args.out if args.out is not None else (None if args.quick else RESULTS / "init_race.json")
-    from ..pretrain import machine
+    from ..provenance import machine
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)       # small batched matmuls: one thread is fastest and reproducible

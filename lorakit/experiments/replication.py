@@ -3,7 +3,7 @@
     python -m lorakit.experiments.replication            # ~17 min on a busy 2-core CPU (load 8); less idle
     python -m lorakit.experiments.replication --quick    # a ~15 s version (notebook 06 runs it live)
 
-The shipped TinyLM (``lorakit.tinylm``) is adapted to the "adapt" domain of ``lorakit.corpus``
+The shipped TinyLM (``lorakit.lm.tinylm``) is adapted to the "adapt" domain of ``lorakit.lm.corpus``
 (unit tests of the stdlib's Internet-data modules) with adapters on q, k, v and o of every block,
 and evaluated by perplexity per byte on the held-out ``adapt/val`` files. Every method gets
 
@@ -13,7 +13,7 @@ and evaluated by perplexity per byte on the held-out ``adapt/val`` files. Every 
   adds 2 scalars per layer (+8 per block), v2 adds structure_dim = 32 per layer (+1.7 %).
   Scaling s = alpha / r = 2 everywhere (the seed's alpha_ratio 2).
 * the SAME optimiser and schedule: AdamW (no weight decay), 10 % warm-up then cosine to lr/10,
-  base lr 1e-3, with LoRA+ parameter groups (``lorakit.optim``; B at lr·10, the seed's
+  base lr 1e-3, with LoRA+ parameter groups (``lorakit.tuning.loraplus``; B at lr·10, the seed's
   lora_plus_ratio). LoRA is also run without LoRA+ (B at lr), and without LoRA+ at lr·10 (A and
   B both at 1e-2, B's LoRA+ rate): is LoRA+ more than a larger learning rate for B? (A 100-step
   look at lr in {1e-3, 3e-3, 1e-2}, one seed: the LoRA+ methods were best at 1e-3, LoRA without
@@ -51,14 +51,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import corpus
-from ..analysis import effective_rank
-from ..finetune import lr_schedule
 from ..layers import DoRALinear, HyLoRADALinear, HyLoRADAv2Linear, LoRALinear
-from ..model import adapter_modules, inject_adapters, mark_only_adapters_trainable
-from ..optim import loraplus_param_groups
-from ..pretrain import machine
-from ..tinylm import TinyLM, evaluate, lm_loss, load_pretrained
+from ..lm import corpus
+from ..lm.finetune import lr_schedule
+from ..lm.tinylm import TinyLM, evaluate, lm_loss, load_pretrained
+from ..notebook.analysis import effective_rank
+from ..provenance import machine
+from ..tuning import adapter_modules, inject_adapters, mark_only_adapters_trainable
+from ..tuning.loraplus import loraplus_param_groups
 from . import RESULTS
 
 RANK = 8
@@ -291,14 +291,14 @@ def main(argv: list[str] | None = None) -> dict:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
         "seeds": args.seeds,
-        "config": {"model": "shipped TinyLM (lorakit/assets/tinylm.json), frozen",
+        "config": {"model": "shipped TinyLM (lorakit/lm/assets/tinylm.json), frozen",
                    "targets": "q_proj, k_proj, v_proj, o_proj of all 4 blocks (16 layers)",
                    "rank": RANK, "alpha": "2 x rank (s = 2)", "loraplus_ratio": LORAPLUS_RATIO,
                    "structure_dim": STRUCTURE_DIM, "steps": args.steps, "batch_size": args.batch_size,
                    "context": args.context, "lr": args.lr,
-                   "optimizer": "AdamW, no weight decay, LoRA+ groups (lorakit.optim), "
+                   "optimizer": "AdamW, no weight decay, LoRA+ groups (lorakit.tuning.loraplus), "
                                 "10% warm-up then cosine to lr/10 for every group",
-                   "train": "adapt/train (lorakit.corpus), random windows, same batches for every method",
+                   "train": "adapt/train (lorakit.lm.corpus), random windows, same batches for every method",
                    "eval": f"{args.eval_windows} windows of {args.context} bytes spread over adapt/val; "
                            "perplexity per byte",
                    "hylorada": "lorakit defaults: orthogonal A, m = m_init = ||W||_row, gate logit 0, "

@@ -15,7 +15,7 @@ it trains with the adapters (its parameters are counted). Depth buckets: ``depth
 Reported: held-out loss (nats/byte) on adapt/val, mean and spread over seeds; the same seed
 gives every method the same adapter init (the v2 layers draw A like v1) and the same batches.
 The AST depth is a whole-file annotation and can leak a little about the next byte (see
-``lorakit.structure_data``): a gain of "AST depth" over "positions only" is an upper bound on
+``lorakit.datasets``): a gain of "AST depth" over "positions only" is an upper bound on
 what a causal structure prior would give.
 
 **Periodic series** (``run_temporal``). ``PeriodicRegression``: y = W0 x + b0 + f(t)·ΔW x + ε,
@@ -39,19 +39,19 @@ import torch
 from torch import nn
 
 from ..conditioning import structure_prior
-from ..finetune import ATTENTION, lr_schedule
-from ..layers import HyLoRADALinear, HyLoRADAv2Linear
-from ..model import inject_adapters, mark_only_adapters_trainable
-from ..pretrain import machine
-from ..structure import StructureEncoder, TemporalStructureEncoder
-from ..structure_data import (
+from ..conditioning.encoders import StructureEncoder, TemporalStructureEncoder
+from ..datasets import (
     PeriodicRegression,
     SeasonalComponent,
     depth_types,
     get_batch_with_depths,
     load_tokens_with_depths,
 )
-from ..tinylm import load_pretrained
+from ..layers import HyLoRADALinear, HyLoRADAv2Linear
+from ..lm.finetune import ATTENTION, lr_schedule
+from ..lm.tinylm import load_pretrained
+from ..provenance import machine
+from ..tuning import inject_adapters, mark_only_adapters_trainable
 from . import RESULTS
 
 CODE_METHODS = ("v1", "v2, positions only", "v2, AST depth")
@@ -133,7 +133,7 @@ def _same_A(model: nn.Module, seed: int) -> None:
     (v2's constructor draws an nn.Linear init for w before zeroing it, which shifts the
     global random stream; this makes the comparison paired.)
     """
-    from ..model import adapter_modules
+    from ..tuning import adapter_modules
     for i, m in enumerate(adapter_modules(model).values()):
         g = torch.Generator().manual_seed(10_000 * seed + i)
         a = torch.randn(m.lora_A.shape, generator=g)

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import torch
 
-from .. import corpus
-from ..finetune import ATTENTION, TARGETS, run
-from ..pretrain import machine
-from ..tinylm import evaluate, load_pretrained
+from ..lm import corpus
+from ..lm.finetune import ATTENTION, TARGETS, run
+from ..lm.tinylm import evaluate, load_pretrained
+from ..provenance import machine
 from . import RESULTS
 
 RANKS = (1, 2, 4, 8, 16, 32)
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
         "seeds": args.seeds,
         "settings": {"steps": args.steps, "batch_size": args.batch_size, "context": args.context,
                      "lr": args.lr, "optimizer": "AdamW, no weight decay, 10% warm-up, cosine to lr/10",
-                     "train": "adapt/train (lorakit.corpus)",
+                     "train": "adapt/train (lorakit.lm.corpus)",
                      "eval": f"{args.eval_windows} windows of {args.context} bytes spread evenly over "
                              "adapt/val and over pretrain/val; perplexity per byte"},
         "baseline": baseline,

@@ -38,7 +38,7 @@ from torch import nn
 
 from ..layers.base import AdapterLinear
 from ..layers.lora import LoRALinear
-from ..model import _build_adapters, _inside_adapter, _set_submodule, adapter_modules
+from ..tuning.inject import adapter_modules, build_adapters, inside_adapter, set_submodule
 
 __all__ = ["PEFT_MAPPINGS", "PeftMapping", "register_peft_mapping", "to_peft", "from_peft"]
 
@@ -124,7 +124,7 @@ def _json_number(x: float):
 
 def _plain_module_names(model: nn.Module, adapters: Mapping[str, AdapterLinear]) -> list[str]:
     """Module names the model has once its adapters are unloaded (what PEFT will see)."""
-    return [n for n, _ in model.named_modules() if n and not _inside_adapter(n, adapters)]
+    return [n for n, _ in model.named_modules() if n and not inside_adapter(n, adapters)]
 
 
 def _target_modules(model: nn.Module, adapters: Mapping[str, AdapterLinear]) -> list[str]:
@@ -265,7 +265,7 @@ def _read_peft_config(path) -> dict:
         cfg = json.load(f)
     if not isinstance(cfg, dict) or cfg.get("peft_type") != "LORA":
         found = cfg.get("peft_type") if isinstance(cfg, dict) else None
-        hint = " (a lorakit adapter: use lorakit.model.load_adapter)" \
+        hint = " (a lorakit adapter: use lorakit.tuning.load_adapter)" \
             if isinstance(cfg, dict) and cfg.get("format") == "lorakit-adapter" else ""
         raise ValueError(f"{file}: only PEFT LoRA adapters can be imported, peft_type={found!r}{hint}")
     problems = _unsupported(cfg)
@@ -329,7 +329,7 @@ def from_peft(model: nn.Module, path: str | os.PathLike) -> list[str]:
         if module is None:
             problems.append(f"{name}: the model has no such module")
             continue
-        if not isinstance(module, nn.Linear) or _inside_adapter(name, existing):
+        if not isinstance(module, nn.Linear) or inside_adapter(name, existing):
             problems.append(f"{name}: is a {type(module).__name__}, not a plain nn.Linear")
             continue
         A, B = tensors["lora_A.weight"], tensors["lora_B.weight"]
@@ -352,9 +352,9 @@ def from_peft(model: nn.Module, path: str | os.PathLike) -> list[str]:
                       mapping.kwargs(rank, alpha, float(cfg.get("lora_dropout") or 0.0)))
     if problems:
         raise ValueError("the PEFT adapter does not fit this model:\n  " + "\n  ".join(problems[:8]))
-    _build_adapters(model, plan, meta=True)      # argument checks (rank, alpha) without touching
+    build_adapters(model, plan, meta=True)      # argument checks (rank, alpha) without touching
 
-    for name, adapter in _build_adapters(model, plan).items():
-        _set_submodule(model, name, adapter)
+    for name, adapter in build_adapters(model, plan).items():
+        set_submodule(model, name, adapter)
         mapping.load(adapter, per_module[name])
     return sorted(plan)

@@ -134,7 +134,7 @@ class AdapterLinear(nn.Module):
         input, autocast is off (a fused function saves tensors in the dtypes it computed in),
         x and the parameters share one dtype, and torch.compile is not tracing: compiled, the
         plain ops are traced and the compiler fuses them itself (torch 2.11 on CUDA, aot_eager
-        and inductor alike, returned a zero dL/dx for the custom Function; tests/test_cuda.py
+        and inductor alike, returned a zero dL/dx for the custom Function; tests/layers/test_cuda.py
         checks compiled gradients on a GPU).
         """
         base = self.base_layer

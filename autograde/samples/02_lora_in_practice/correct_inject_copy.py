@@ -3,7 +3,7 @@
 # %% [count_lora_params]
 import copy
 
-from lorakit.model import inject_adapters, mark_only_adapters_trainable
+from lorakit.tuning import inject_adapters, mark_only_adapters_trainable
 
 
 def count_lora_params(model, target_modules, rank):
