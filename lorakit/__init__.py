@@ -1,4 +1,9 @@
-"""lorakit: small, readable, fast reference implementations of LoRA and its relatives."""
+"""lorakit: small, readable, fast reference implementations of LoRA and its relatives.
+
+The package is laid out by role (layers/, conditioning/, tuning/, interop/, lm/, datasets/,
+notebook/, checks/, experiments/, tools/); ARCHITECTURE.md at the repository root draws the
+parts and who may import whom.
+"""
 from __future__ import annotations
 
 import torch

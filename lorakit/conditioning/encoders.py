@@ -110,6 +110,9 @@ class StructureEncoder(nn.Module):
     any leading shape (...) works the same way.
     """
 
+    # LoRA+ groups (lorakit.tuning.loraplus): parameter or submodule name -> group, "*" for the rest
+    PARAM_GROUPS = {"gate": "gates", "freq_scale": "structure_scales", "*": "structure"}
+
     def __init__(self, structure_dim: int = 32, encoding_dim: int = 32, num_buckets: int = 64,
                  max_distance: int = 512, num_structure_types: int | None = None) -> None:
         super().__init__()
@@ -185,6 +188,9 @@ class TemporalStructureEncoder(nn.Module):
 
     forward(timestamps (B, T) real) -> (B, T, structure_dim); any leading shape works.
     """
+
+    # LoRA+ groups (lorakit.tuning.loraplus): parameter or submodule name -> group, "*" for the rest
+    PARAM_GROUPS = {"gate": "gates", "period_log_ratio": "structure_scales", "*": "structure"}
 
     def __init__(self, structure_dim: int = 32, num_periods: int = 4,
                  init_periods: Sequence[float] | None = None, min_period: float = 2.0,

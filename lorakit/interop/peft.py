@@ -17,11 +17,11 @@ Neither function imports ``peft``: they read and write the files directly. What 
 represent (PEFT's ``lora_bias``, trained biases, ``modules_to_save``, Conv1D layers,
 LoftQ/PiSSA-style inits that rewrite the base weights, ...) is rejected with a clear error.
 
-Which lorakit class maps to which PEFT flavour is a registry, ``PEFT_MAPPINGS``: one
-``PeftMapping`` per adapter class with the config flags that select it in PEFT (LoRA:
-``use_dora: false``). A DoRA layer registers itself with ``register_peft_mapping`` and
-``{"use_dora": True}``, its extra tensor suffix ("lora_magnitude_vector") and its
-export/load functions.
+Which lorakit class maps to which PEFT flavour is ``PEFT_MAPPINGS``: one ``PeftMapping`` per
+adapter class, built from what each registered family declares (``ADAPTER.peft``, a
+``PeftFlavour``: the config flags that select it in PEFT, LoRA's ``use_dora: false``, DoRA's
+``use_dora: true``, and the layer attribute behind each stored tensor). Classes outside lorakit
+can add theirs with ``register_peft_mapping``.
 """
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-from ..layers.base import AdapterLinear
-from ..layers.lora import LoRALinear
+from ..layers.base import AdapterLinear, PeftFlavour, spec_of
+from ..layers.registry import FAMILIES
 from ..tuning.inject import adapter_modules, build_adapters, inside_adapter, set_submodule
 
 __all__ = ["PEFT_MAPPINGS", "PeftMapping", "register_peft_mapping", "to_peft", "from_peft"]
@@ -76,36 +76,25 @@ def register_peft_mapping(mapping: PeftMapping) -> PeftMapping:
     return mapping
 
 
-def _lora_export(layer: LoRALinear) -> dict:
-    return {"lora_A.weight": layer.lora_A, "lora_B.weight": layer.lora_B}
+def _mapping(cls: type, flavour: PeftFlavour) -> PeftMapping:
+    """The PeftMapping of a family from its declared flavour: each PEFT tensor is the Parameter
+    (or buffer) the flavour names, exported as it is and copied back on load."""
+    tensors = dict(flavour.tensors)
 
-
-@torch.no_grad()
-def _lora_load(layer: LoRALinear, tensors: dict) -> None:
-    layer.lora_A.copy_(tensors["lora_A.weight"])
-    layer.lora_B.copy_(tensors["lora_B.weight"])
-
-
-register_peft_mapping(PeftMapping(LoRALinear, {"use_dora": False},
-                                  ("lora_A.weight", "lora_B.weight"), _lora_export, _lora_load))
-
-try:  # DoRA: PEFT's use_dora=True; the magnitude m (out,) is stored without ".weight"
-    from ..layers.dora import DoRALinear
-except ImportError:  # pragma: no cover - DoRA is optional for this module
-    DoRALinear = None
-
-if DoRALinear is not None:
-    def _dora_export(layer) -> dict:
-        return {**_lora_export(layer), "lora_magnitude_vector": layer.magnitude}
+    def export(layer: AdapterLinear) -> dict:
+        return {suffix: getattr(layer, attr) for suffix, attr in tensors.items()}
 
     @torch.no_grad()
-    def _dora_load(layer, tensors: dict) -> None:
-        _lora_load(layer, tensors)
-        layer.magnitude.copy_(tensors["lora_magnitude_vector"])
+    def load(layer: AdapterLinear, found: dict) -> None:
+        for suffix, attr in tensors.items():
+            getattr(layer, attr).copy_(found[suffix])
 
-    register_peft_mapping(PeftMapping(
-        DoRALinear, {"use_dora": True},
-        ("lora_A.weight", "lora_B.weight", "lora_magnitude_vector"), _dora_export, _dora_load))
+    return PeftMapping(cls, dict(flavour.flags), tuple(tensors), export, load)
+
+
+for _cls in FAMILIES:   # in registration order: on import, the first family with PEFT's flags wins
+    if spec_of(_cls).peft is not None:
+        register_peft_mapping(_mapping(_cls, spec_of(_cls).peft))
 
 
 # --------------------------------------------------------------------------------------------

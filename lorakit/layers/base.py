@@ -1,22 +1,30 @@
-"""What every lorakit adapter shares: argument checks, a frozen base, the merge protocol.
+"""What every lorakit adapter shares: argument checks, a frozen base, the merge protocol, and
+the declaration (``AdapterSpec``) that lorakit's tools read instead of guessing.
 
 An adapter wraps a frozen ``nn.Linear`` (weight W of shape (out, in), optional bias b) and adds
-a low-rank update. Subclasses implement ``delta_weight()`` (the (out, in) matrix that merging
-adds to W) and ``forward``. The protocol, in the spirit of loralib's ``layers.py``:
+a low-rank update. The merge protocol, in the spirit of loralib's ``layers.py``, lives here
+alone; families supply hooks:
 
-    merge():   W <- W + delta_weight()     (refuses non-finite values, refuses twice)
-    unmerge(): W <- W - delta_weight()     (refuses when not merged)
-    forward:   merged -> base(x) only, so the update is never counted twice
+    merge():     W <- merged_weight()        default W + delta_weight()   (refuses NaN/Inf, twice)
+    unmerge():   W <- unmerged_weight(W')    default W' - delta_weight()  (refuses when not merged)
+    to_linear(): a new nn.Linear with the merged weight, this layer untouched
+    forward:     merged -> base(x) only, so the update is never counted twice
 
-Two optional hooks serve adapters whose update depends on more than x (conditioned layers):
-``merge(*args)`` and ``to_linear(*args)`` pass their arguments (e.g. one condition vector p) to
-``delta_weight`` and ``delta_bias``, and ``_merge_args()`` returns them again at unmerge time.
-``delta_bias`` (default None: no bias part) is the (out,) vector that merging adds to b; when
-the base has no bias, merging creates a frozen one and unmerging removes it again.
+Additive families (LoRA, bilinear, RSS) implement ``delta_weight()``; the DoRA family rescales
+rows, so it overrides ``merged_weight`` (returning W' and the row norm that ``unmerged_weight``
+needs) instead. ``delta_bias`` (default None: no bias part) is the (out,) vector that merging
+adds to b; when the base has no bias, merging creates a frozen one and unmerging removes it.
+Conditioned layers (``ADAPTER.condition == "p"``) pass their arguments (one condition vector
+p) through ``merge(*args)`` and ``to_linear(*args)``; ``merge`` remembers them for ``unmerge``.
+
+Every concrete family declares ``ADAPTER = AdapterSpec(...)`` and registers in
+``registry.py``; see ARCHITECTURE.md, "The adapter protocol".
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -78,6 +86,71 @@ def check_probability(name: str, value: float) -> float:
     return float(value)
 
 
+# --------------------------------------------------------------------------------------------
+# the adapter protocol: what each family declares for lorakit's tools
+# --------------------------------------------------------------------------------------------
+CONDITIONS = (None, "p", "structure_prior")
+
+
+@dataclass(frozen=True)
+class PeftFlavour:
+    """How a family maps onto PEFT's LoRA: the adapter_config.json flags that select the flavour
+    and, per tensor PEFT stores for a module, the layer's attribute holding it."""
+    flags: Mapping[str, Any]
+    tensors: Mapping[str, str]      # PEFT suffix after "<module>." -> the layer's Parameter name
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """What lorakit's tools need to know about an adapter family, declared by the family.
+
+    name: the method's short name ("lora", "dora", ...): analysis, bench and tests use it.
+    init_kwargs: each ``__init__`` argument after ``base_layer`` -> the attribute that stores
+        its value (save/load rebuilds the layer from them).
+    condition: the forward's extra input: None, "p" (a condition vector; ``merge(p)`` merges
+        for one p) or "structure_prior" (per position; a merged layer computes the no-prior
+        function).
+    sizes: the init arguments that are input sizes (cond_dim, structure_dim), with the value
+        tests and benchmarks build an example with.
+    param_groups: trainable Parameter or submodule name -> LoRA+ group ("lora_A", "lora_B",
+        "magnitude", "gates", "condition", "structure"); see ``tuning/loraplus.py``.
+    peft: the PEFT flavour, or None when PEFT's LoRA cannot represent the family.
+    bench_peer: the (method, implementation) case ``tools/bench.py`` times it against.
+    trainable_params: (d_in, d_out, rank, **sizes) -> the trainable parameter count of one
+        layer, the formula beside the equation (``notebook/analysis.py`` reads it; the tests
+        check it against built layers).
+    """
+    name: str
+    init_kwargs: Mapping[str, str]
+    condition: str | None = None
+    sizes: Mapping[str, int] = field(default_factory=dict)
+    param_groups: Mapping[str, str] = field(default_factory=lambda: {"lora_A": "lora_A", "lora_B": "lora_B"})
+    peft: PeftFlavour | None = None
+    bench_peer: tuple[str, str] | None = None
+    trainable_params: Callable[..., int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.condition not in CONDITIONS:
+            raise ValueError(f"condition must be one of {CONDITIONS}, got {self.condition!r}")
+        missing = set(self.sizes) - set(self.init_kwargs)
+        if missing:
+            raise ValueError(f"sizes {sorted(missing)} are not init arguments {list(self.init_kwargs)}")
+
+
+def spec_of(cls_or_layer: type | nn.Module, own: bool = False) -> AdapterSpec:
+    """The ``AdapterSpec`` of a class (or of a layer's class): its own declaration, or with
+    ``own=False`` one it inherits (a subclass that only changes behaviour keeps its parent's;
+    one that adds ``__init__`` arguments must declare its own: save/load checks)."""
+    cls = cls_or_layer if isinstance(cls_or_layer, type) else type(cls_or_layer)
+    spec = cls.__dict__.get("ADAPTER") if own else getattr(cls, "ADAPTER", None)
+    if not isinstance(spec, AdapterSpec):
+        raise TypeError(f"{cls.__name__} declares no AdapterSpec: give it a class attribute "
+                        "ADAPTER = AdapterSpec(...) (see lorakit/layers/base.py)")
+    return spec
+
+
+
+
 class AdapterLinear(nn.Module):
     """Base of every lorakit layer: y = base(x) + update(x), base frozen.
 
@@ -100,6 +173,8 @@ class AdapterLinear(nn.Module):
         self.scaling = self.alpha / self.rank
         self.merged = False
         self._created_bias = False      # merge() gave the base a bias it did not have
+        self._merge_memo: Any = None    # merged_weight's memo, for unmerge
+        self._merge_args: tuple = ()    # merge's arguments (one condition p), for unmerge
         base_layer.requires_grad_(False)
 
     # --- helpers for subclasses ------------------------------------------------------------
@@ -152,44 +227,54 @@ class AdapterLinear(nn.Module):
         """The (out,) vector that ``merge()`` adds to the base bias; None: the update has none."""
         return None
 
-    def _merge_args(self) -> tuple:
-        """The arguments ``merge`` was called with, for ``unmerge`` to recompute the same delta."""
-        return ()
+    def merged_weight(self, *args) -> tuple[torch.Tensor, Any]:
+        """Hook: (W', memo): the merged (out, in) weight in W's dtype, and what
+        ``unmerged_weight`` needs to undo it (default: W + delta_weight(*args), memo = args)."""
+        W = self.base_layer.weight
+        return W + self.delta_weight(*args).to(W.dtype), args
+
+    def unmerged_weight(self, merged: torch.Tensor, memo: Any) -> torch.Tensor:
+        """Hook: W recovered from the merged weight W' and ``merged_weight``'s memo
+        (default: W' - delta_weight(*memo))."""
+        return merged - self.delta_weight(*memo).to(merged.dtype)
 
     @torch.no_grad()
     def merge(self, *args) -> None:
-        """Fold the update into the base: W <- W + delta_weight() (and b <- b + delta_bias())."""
+        """Fold the update into the base: W <- merged_weight() (and b <- b + delta_bias())."""
         if self.merged:
             raise MergeStateError(f"{type(self).__name__} is already merged; unmerge() first")
-        delta, delta_b = self.delta_weight(*args), self.delta_bias(*args)
-        if not (torch.isfinite(delta).all() and (delta_b is None or torch.isfinite(delta_b).all())):
+        new, memo = self.merged_weight(*args)
+        delta_b = self.delta_bias(*args)
+        if not (torch.isfinite(new).all() and (delta_b is None or torch.isfinite(delta_b).all())):
             raise MergeStateError(
-                "refusing to merge: the adapter update contains NaN or Inf; the base weight "
+                "refusing to merge: the merged weight contains NaN or Inf; the base weight "
                 "was left unchanged")
         base = self.base_layer
-        base.weight += delta.to(base.weight.dtype)
+        base.weight.copy_(new)
         if delta_b is not None:
             self._created_bias = base.bias is None
             if self._created_bias:      # frozen, like the rest of the base; unmerge removes it
                 base.bias = nn.Parameter(torch.zeros(self.out_features, **self._factory()),
                                          requires_grad=False)
             base.bias += delta_b.to(base.bias.dtype)
+        self._merge_memo, self._merge_args = memo, args
         self.merged = True
 
     @torch.no_grad()
     def unmerge(self) -> None:
-        """Undo ``merge()``: W <- W - delta_weight() (and b <- b - delta_bias())."""
+        """Undo ``merge()``: W <- unmerged_weight(W') (and b <- b - delta_bias())."""
         if not self.merged:
             raise MergeStateError(f"{type(self).__name__} is not merged; nothing to unmerge")
-        args, base = self._merge_args(), self.base_layer
-        base.weight -= self.delta_weight(*args).to(base.weight.dtype)
-        delta_b = self.delta_bias(*args)
+        base = self.base_layer
+        base.weight.copy_(self.unmerged_weight(base.weight, self._merge_memo))
+        delta_b = self.delta_bias(*self._merge_args)
         if delta_b is not None:
             if self._created_bias:
                 base.bias = None        # the base had no bias before merge(): it has none again
             else:
                 base.bias -= delta_b.to(base.bias.dtype)
         self._created_bias = False
+        self._merge_memo, self._merge_args = None, ()
         self.merged = False
 
     @torch.no_grad()
@@ -198,7 +283,7 @@ class AdapterLinear(nn.Module):
         base = self.base_layer
         weight, bias = base.weight, base.bias
         if not self.merged:
-            weight = weight + self.delta_weight(*args).to(weight.dtype)
+            weight = self.merged_weight(*args)[0]
             delta_b = self.delta_bias(*args)
             if delta_b is not None:
                 delta_b = delta_b.to(weight.dtype)

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..conditioning import current_condition
-from .base import AdapterLinear, MergeStateError, add_low_rank, check_probability
+from .base import AdapterLinear, AdapterSpec, MergeStateError, add_low_rank, check_probability
 
 GATES = ("linear", "one_plus")
 
@@ -65,6 +65,14 @@ class BilinearLoRALinear(AdapterLinear):
     A: (rank, in), B: (out, rank), C: (rank, cond_dim); see the module docstring for shapes,
     init and the merge protocol.
     """
+
+    ADAPTER = AdapterSpec(
+        "bilinear", init_kwargs={"cond_dim": "cond_dim", "rank": "rank", "alpha": "alpha", "dropout": "dropout_p",
+                                 "gate": "gate_form"},
+        condition="p", sizes={"cond_dim": 8},
+        param_groups={"lora_A": "lora_A", "lora_B": "lora_B", "lora_C": "condition"},
+        bench_peer=("lora", "lorakit"),
+        trainable_params=lambda d_in, d_out, r, cond_dim: r * (d_in + d_out) + r * cond_dim)       # A, B, C
 
     # the (rank, cond_dim) matrices that read p; all get the same init
     condition_matrices: tuple[str, ...] = ("lora_C",)
@@ -138,9 +146,6 @@ class BilinearLoRALinear(AdapterLinear):
     def unmerge(self) -> None:
         super().unmerge()
         self.merged_condition = None
-
-    def _merge_args(self) -> tuple:
-        return (self.merged_condition,)
 
     def to_linear(self, p: torch.Tensor | None = None) -> nn.Linear:
         """A plain ``nn.Linear`` computing ``self(x, p)`` for one condition p; self is untouched.
@@ -224,6 +229,13 @@ class RSSBilinearLoRA(BilinearLoRALinear):
     s * B S p, which ``merge(p)`` folds into the base bias.
     """
 
+    ADAPTER = AdapterSpec(
+        "rss", init_kwargs={"cond_dim": "cond_dim", "rank": "rank", "alpha": "alpha", "dropout": "dropout_p",
+                                 "gate": "gate_form"},
+        condition="p", sizes={"cond_dim": 8},
+        param_groups={"lora_A": "lora_A", "lora_B": "lora_B", "lora_C": "condition", "lora_S": "condition"},
+        bench_peer=("bilinear", "lorakit"),
+        trainable_params=lambda d_in, d_out, r, cond_dim: r * (d_in + d_out) + 2 * r * cond_dim)   # A, B, C, S
     condition_matrices = ("lora_C", "lora_S")
 
     def shift(self, p: torch.Tensor) -> torch.Tensor:

@@ -31,12 +31,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AdapterLinear, MergeStateError, add_low_rank, check_positive, check_probability, compiling
+from .base import (
+    AdapterLinear,
+    AdapterSpec,
+    MergeStateError,
+    PeftFlavour,
+    add_low_rank,
+    check_positive,
+    check_probability,
+    compiling,
+)
 from .fused import autocast_active, dora_linear
 
 
 class DoRALinear(AdapterLinear):
     """y = (m / ‖W + s B A‖_row) ⊙ (W x + s B A x) + b, with the norm detached."""
+
+    ADAPTER = AdapterSpec(
+        "dora", init_kwargs={"rank": "rank", "alpha": "alpha", "dropout": "dropout_p", "eps": "eps"},
+        param_groups={"lora_A": "lora_A", "lora_B": "lora_B", "magnitude": "magnitude"},
+        peft=PeftFlavour({"use_dora": True}, {"lora_A.weight": "lora_A", "lora_B.weight": "lora_B",
+                                              "lora_magnitude_vector": "magnitude"}),
+        bench_peer=("dora", "peft"),
+        trainable_params=lambda d_in, d_out, r: r * (d_in + d_out) + d_out)     # A, B, m
 
     def __init__(self, base_layer: nn.Linear, rank: int = 8, alpha: float = 16.0,
                  dropout: float = 0.0, eps: float = 1e-6) -> None:
@@ -84,63 +101,47 @@ class DoRALinear(AdapterLinear):
         n_sq = torch.linalg.vecdot(Bf, M).add_(self._weight_sq_norm())   # (out,)
         return n_sq.clamp_min_(0).sqrt_().clamp_min_(self.eps)
 
-    def scale(self) -> torch.Tensor:
-        """m / n in float32, (out,); gradients reach m only."""
-        return self.magnitude.float() / self.weight_norm()
+    def scale(self, norm: torch.Tensor | None = None) -> torch.Tensor:
+        """c = m / n in float32, (out,), the row factor on W x + s B A x; gradients reach m only.
+
+        ``norm``: a row norm n to use instead of the current one (``unmerged_weight`` passes
+        the n of merge time).
+        """
+        n = self.weight_norm() if norm is None else norm
+        return self.magnitude.float() / n
 
     # --- forward -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_x(x)
         if self.merged:
             return self.base_layer(x)
-        return _rescaled_forward(self, x, self.scale().to(x.dtype), None)
+        return rescaled_forward(self, x, self.scale().to(x.dtype), None)
 
-    # --- merging ------------------------------------------------------------------------------
+    # --- the base's merge protocol, rescaling rows instead of adding ----------------------
     @torch.no_grad()
-    def _merged_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def merged_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W' = c ⊙_row (W + s B A) in W's dtype, the row norm n it used, for unmerge)."""
         n = self.weight_norm()
+        c = self.scale(n)
+        if (c == 0).any():
+            raise MergeStateError("refusing to merge: a row factor c is 0, so unmerge() could not "
+                                  "recover W; the base weight was left unchanged")
         W = self.base_layer.weight
-        new = (self.magnitude.float() / n)[:, None] * (W.float() + self.scaling * (self.lora_B @ self.lora_A).float())
-        if not torch.isfinite(new).all():
-            raise MergeStateError("refusing to merge: the merged weight contains NaN or Inf; the "
-                                  "base weight was left unchanged")
+        new = c[:, None] * (W.float() + self.scaling * (self.lora_B @ self.lora_A).float())
         return new.to(W.dtype), n
 
+    @torch.no_grad()
+    def unmerged_weight(self, merged: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+        """W = W' / c − s B A, with c computed from the n of merge time."""
+        c = self.scale(norm)[:, None]
+        return (merged.float() / c - self.scaling * (self.lora_B @ self.lora_A).float()).to(merged.dtype)
+
     def delta_weight(self) -> torch.Tensor:
-        return self._merged_weight()[0] - self.base_layer.weight
-
-    @torch.no_grad()
-    def merge(self) -> None:
-        """W <- (m / n) ⊙ (W + s B A), remembering n for ``unmerge``."""
-        if self.merged:
-            raise MergeStateError("DoRALinear is already merged; unmerge() first")
-        new, self._merge_norm = self._merged_weight()
-        self.base_layer.weight.copy_(new)
-        self.merged = True
-
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        """W <- W' ⊙ (n / m) - s B A, with the n cached at merge time."""
-        if not self.merged:
-            raise MergeStateError("DoRALinear is not merged; nothing to unmerge")
-        W = self.base_layer.weight
-        inv = (self._merge_norm / self.magnitude.float())[:, None]
-        W.copy_((W.float() * inv - self.scaling * (self.lora_B @ self.lora_A).float()).to(W.dtype))
-        self.merged, self._merge_norm = False, None
-
-    @torch.no_grad()
-    def to_linear(self) -> nn.Linear:
-        base = self.base_layer
-        weight = base.weight if self.merged else self._merged_weight()[0]
-        out = nn.Linear(self.in_features, self.out_features, bias=base.bias is not None,
-                        **self._factory())
-        out.weight.copy_(weight)
-        if base.bias is not None:
-            out.bias.copy_(base.bias)
-        return out
+        """W' − W: what merging changes (not additive in the update: W' rescales W's rows)."""
+        return self.merged_weight()[0] - self.base_layer.weight
 
 
-def _rescaled_forward(layer: DoRALinear, x: torch.Tensor, scale: torch.Tensor,
+def rescaled_forward(layer: DoRALinear, x: torch.Tensor, scale: torch.Tensor,
                       factor: torch.Tensor | None) -> torch.Tensor:
     """scale ⊙ (W x + s·B(f ⊙ A x)) + b, the forward of DoRA and HyLoRADA (v1, v2).
 

@@ -71,8 +71,8 @@ import torch
 from torch import nn
 
 from ..conditioning import current_structure_prior
-from .base import MergeStateError
-from .dora import DoRALinear, _rescaled_forward
+from .base import AdapterSpec, MergeStateError
+from .dora import DoRALinear, rescaled_forward
 
 
 def _check_logit(name: str, value: float) -> float:
@@ -98,6 +98,15 @@ class HyLoRADALinear(DoRALinear):
     Parameters (seed names): ``lora_A`` (r, in), ``lora_B`` (out, r), ``magnitude`` m (out,),
     ``magnitude_gate`` g (), ``residual_weight`` b_res (); buffer ``magnitude_init`` (out,).
     """
+
+    ADAPTER = AdapterSpec(
+        "hylorada",
+        init_kwargs={"rank": "rank", "alpha": "alpha", "dropout": "dropout_p", "gate_init": "gate_init",
+                     "residual_init": "residual_init", "eps": "eps"},
+        param_groups={"lora_A": "lora_A", "lora_B": "lora_B", "magnitude": "magnitude",
+                      "magnitude_gate": "gates", "residual_weight": "gates"},
+        bench_peer=("dora", "lorakit"),
+        trainable_params=lambda d_in, d_out, r: r * (d_in + d_out) + d_out + 2)   # A, B, m, g, b_res
 
     def __init__(self, base_layer: nn.Linear, rank: int = 8, alpha: float = 16.0,
                  dropout: float = 0.0, *, gate_init: float = 0.0, residual_init: float = 0.1,
@@ -161,43 +170,7 @@ class HyLoRADALinear(DoRALinear):
         """c ⊙ (W x + factor · s B(A x)) + b; factor (..., 1) or None (= 1). x already checked."""
         if self.merged:
             return self.base_layer(x)
-        return _rescaled_forward(self, x, self.scale().to(x.dtype), factor)
-
-    # --- merging ---------------------------------------------------------------------------
-    @torch.no_grad()
-    def _merged_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(W' = c ⊙_row (W + s B A) in W's dtype, the n used); refuses non-finite values."""
-        n = self.weight_norm()
-        c = self.scale(n)
-        W = self.base_layer.weight
-        new = c[:, None] * (W.float() + self.scaling * (self.lora_B @ self.lora_A).float())
-        if not torch.isfinite(new).all():
-            raise MergeStateError("refusing to merge: the merged weight contains NaN or Inf; the "
-                                  "base weight was left unchanged")
-        return new.to(W.dtype), n
-
-    @torch.no_grad()
-    def merge(self) -> None:
-        """W <- c ⊙_row (W + s B A), remembering n for ``unmerge``."""
-        if self.merged:
-            raise MergeStateError(f"{type(self).__name__} is already merged; unmerge() first")
-        new, n = self._merged_weight()
-        if (self.scale(n) == 0).any():
-            raise MergeStateError("refusing to merge: a row factor c is 0, so unmerge() could not "
-                                  "recover W; the base weight was left unchanged")
-        self.base_layer.weight.copy_(new)
-        self._merge_norm = n
-        self.merged = True
-
-    @torch.no_grad()
-    def unmerge(self) -> None:
-        """W <- W' / c − s B A, with c computed from the n cached at merge time."""
-        if not self.merged:
-            raise MergeStateError(f"{type(self).__name__} is not merged; nothing to unmerge")
-        W = self.base_layer.weight
-        c = self.scale(self._merge_norm)[:, None]
-        W.copy_((W.float() / c - self.scaling * (self.lora_B @ self.lora_A).float()).to(W.dtype))
-        self.merged, self._merge_norm = False, None
+        return rescaled_forward(self, x, self.scale().to(x.dtype), factor)
 
     def extra_repr(self) -> str:
         return (super().extra_repr()
@@ -214,6 +187,16 @@ class HyLoRADAv2Linear(HyLoRADALinear):
     Adds ``scale_from_structure`` = w, a bias-free ``nn.Linear(structure_dim, 1)`` initialised
     to zero (f = 1). See the module docstring for the equation and the merge rule.
     """
+
+    ADAPTER = AdapterSpec(
+        "hylorada_v2",
+        init_kwargs={"rank": "rank", "alpha": "alpha", "structure_dim": "structure_dim", "dropout": "dropout_p",
+                     "gate_init": "gate_init", "residual_init": "residual_init", "eps": "eps"},
+        condition="structure_prior", sizes={"structure_dim": 32},
+        param_groups={"lora_A": "lora_A", "lora_B": "lora_B", "magnitude": "magnitude",
+                      "magnitude_gate": "gates", "residual_weight": "gates", "scale_from_structure": "structure"},
+        bench_peer=("hylorada", "lorakit"),
+        trainable_params=lambda d_in, d_out, r, structure_dim: r * (d_in + d_out) + d_out + 2 + structure_dim)
 
     def __init__(self, base_layer: nn.Linear, rank: int = 8, alpha: float = 16.0,
                  structure_dim: int = 32, dropout: float = 0.0, *, gate_init: float = 0.0,

@@ -23,12 +23,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import AdapterLinear, add_low_rank, check_probability
+from .base import AdapterLinear, AdapterSpec, PeftFlavour, add_low_rank, check_probability
 from .fused import lora_linear
 
 
 class LoRALinear(AdapterLinear):
     """y = base(x) + (alpha / rank) * B A dropout(x), with A: (rank, in), B: (out, rank)."""
+
+    ADAPTER = AdapterSpec(
+        "lora", init_kwargs={"rank": "rank", "alpha": "alpha", "dropout": "dropout_p"},
+        peft=PeftFlavour({"use_dora": False}, {"lora_A.weight": "lora_A", "lora_B.weight": "lora_B"}),
+        bench_peer=("lora", "peft"),
+        trainable_params=lambda d_in, d_out, r: r * (d_in + d_out))             # A, B
 
     def __init__(self, base_layer: nn.Linear, rank: int = 4, alpha: float = 1.0,
                  dropout: float = 0.0) -> None:

@@ -18,8 +18,8 @@ Conventions used by every formula here:
 * **extra memory**: elements of the intermediates the adapter path creates in the forward
   pass *beyond* the base layer's own ``(T, d_out)`` output, times ``bytes_per_el``.
 
-The formulas are plain integer arithmetic; only :func:`time_orders` needs torch (imported
-inside it).
+The formulas are plain integer arithmetic; the per-family parameter counts are the ones each
+layer declares (``ADAPTER.trainable_params``, read through ``lorakit.layers.registry``).
 """
 from __future__ import annotations
 
@@ -218,7 +218,12 @@ def time_orders(
 # --------------------------------------------------------------------------------------------
 # trainable parameters per adapter method (checked against the layers in tests/layers/test_hylorada.py)
 # --------------------------------------------------------------------------------------------
-METHODS: tuple[str, ...] = ("lora", "dora", "hylorada", "hylorada_v2", "bilinear", "rss")
+def _families() -> dict:
+    from ..layers.registry import BY_NAME  # the layers declare their own counts (AdapterSpec)
+    return BY_NAME
+
+
+METHODS: tuple[str, ...] = tuple(_families())
 
 
 def adapter_param_count(
@@ -231,7 +236,9 @@ def adapter_param_count(
 ) -> int:
     """Trainable parameters of one lorakit adapter on a d_in -> d_out layer (base frozen).
 
-    With r = rank, d_p = cond_dim, k = structure_dim::
+    ``method`` is a registered family's name (``METHODS``); the count is the formula the
+    family declares beside its equation (``ADAPTER.trainable_params``). With r = rank,
+    d_p = cond_dim, k = structure_dim::
 
         "lora"         r(d_in + d_out)                          A (r, d_in), B (d_out, r)
         "dora"         r(d_in + d_out) + d_out                  + magnitude m (d_out,)
@@ -239,38 +246,38 @@ def adapter_param_count(
         "hylorada_v2"  r(d_in + d_out) + d_out + 2 + k          + w (k,); k = 32 by default
         "bilinear"     r(d_in + d_out) + r·d_p                  + C (r, d_p)
         "rss"          r(d_in + d_out) + 2r·d_p                 + C, S (r, d_p)
+        "lora_fa"      r·d_out                                  B only (A frozen)
 
-    Buffers (HyLoRADA's frozen m_init) and the frozen base (bias included) are not counted.
-    Seed 003's figures: hylorada at d = 896, r = 8 → 15,234; at d = 768 → 13,058 (v1) and
-    13,090 (v2, k = 32). cond_dim is required for bilinear/rss and refused elsewhere;
-    structure_dim only for hylorada_v2.
+    Buffers (HyLoRADA's frozen m_init, LoRA-FA's A) and the frozen base (bias included) are
+    not counted. Seed 003's figures: hylorada at d = 896, r = 8 → 15,234; at d = 768 → 13,058
+    (v1) and 13,090 (v2, k = 32). A size (cond_dim, structure_dim) is required by the families
+    whose ``__init__`` needs it, defaults as their ``__init__`` does, and is refused elsewhere.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    import inspect
+
+    families = _families()
+    if method not in families:
+        raise ValueError(f"method must be one of {tuple(families)}, got {method!r}")
     _check_dims(d_in, d_out, rank)
-    if method in ("bilinear", "rss"):
-        if cond_dim is None:
-            raise ValueError(f"method {method!r} needs cond_dim (the length of the condition p)")
-        _check_positive_int("cond_dim", cond_dim)
-    elif cond_dim is not None:
-        raise ValueError(f"cond_dim is only used by 'bilinear' and 'rss', not {method!r}")
-    if method == "hylorada_v2":
-        structure_dim = 32 if structure_dim is None else structure_dim
-        _check_positive_int("structure_dim", structure_dim)
-    elif structure_dim is not None:
-        raise ValueError(f"structure_dim is only used by 'hylorada_v2', not {method!r}")
-    count = rank * (d_in + d_out)  # A and B
-    if method in ("dora", "hylorada", "hylorada_v2"):
-        count += d_out  # magnitude
-    if method in ("hylorada", "hylorada_v2"):
-        count += 2  # gate logit + blend logit (one scalar each per layer)
-    if method == "hylorada_v2":
-        count += structure_dim  # w: bias-free Linear(structure_dim, 1)
-    if method == "bilinear":
-        count += rank * cond_dim  # C
-    if method == "rss":
-        count += 2 * rank * cond_dim  # C and S
-    return count
+    cls = families[method]
+    spec = cls.ADAPTER
+    params = inspect.signature(cls.__init__).parameters
+    sizes = {}
+    for name, value in (("cond_dim", cond_dim), ("structure_dim", structure_dim)):
+        if name not in spec.sizes:
+            if value is not None:
+                users = [m for m, c in families.items() if name in c.ADAPTER.sizes]
+                raise ValueError(f"{name} is only used by {users}, not {method!r}")
+            continue
+        if value is None:
+            default = params[name].default
+            if default is inspect.Parameter.empty:
+                raise ValueError(f"method {method!r} needs {name} (the length of "
+                                 f"{'the condition p' if name == 'cond_dim' else 'the structure prior'})")
+            value = default
+        _check_positive_int(name, value)
+        sizes[name] = value
+    return spec.trainable_params(d_in, d_out, rank, **sizes)
 
 
 def model_param_count(

@@ -74,6 +74,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from ..layers.base import spec_of
+from ..layers.registry import FAMILIES, family
 from ..provenance import cpu_model
 
 # --------------------------------------------------------------------------------------------
@@ -83,18 +85,14 @@ LINEAR = ("linear", "torch")
 # a second nn.Linear, identical to the first: its "overhead" is the group's noise floor (an
 # A/A test), the size of difference the timing cannot resolve
 CONTROL = ("linear_control", "torch")
-# (method, implementation) -> its peer (method, implementation); None: the reference itself
+# (method, implementation) -> its peer (method, implementation); None: the reference itself.
+# Each lorakit family's peer is the one it declares (ADAPTER.bench_peer, lorakit.layers.registry).
 PEERS: dict[tuple[str, str], tuple[str, str] | None] = {
     LINEAR: None,
     CONTROL: LINEAR,
     ("lora", "peft"): LINEAR,
-    ("lora", "lorakit"): ("lora", "peft"),
     ("dora", "peft"): LINEAR,
-    ("dora", "lorakit"): ("dora", "peft"),
-    ("hylorada", "lorakit"): ("dora", "lorakit"),
-    ("hylorada_v2", "lorakit"): ("hylorada", "lorakit"),
-    ("bilinear", "lorakit"): ("lora", "lorakit"),
-    ("rss", "lorakit"): ("bilinear", "lorakit"),
+    **{(spec_of(cls).name, "lorakit"): spec_of(cls).bench_peer for cls in FAMILIES},
     ("lora_merged", "lorakit"): LINEAR,
     ("lora_merged", "peft"): LINEAR,
     ("dora_merged", "lorakit"): LINEAR,
@@ -104,8 +102,9 @@ ALL_CASES = tuple(PEERS)
 TARGET_CASES = (LINEAR, CONTROL, ("lora", "lorakit"), ("lora", "peft"), ("dora", "lorakit"),
                 ("dora", "peft"), ("lora_merged", "lorakit"), ("dora_merged", "lorakit"))
 
-COND_DIM = 8         # length of p for the bilinear/RSS layers
-STRUCTURE_DIM = 32   # length of HyLoRADA v2's per-position prior
+COND_DIM = 8         # length of p for the conditioned layers (ADAPTER.condition == "p")
+STRUCTURE_DIM = 32   # length of the per-position prior (ADAPTER.condition == "structure_prior")
+SIZES = {"cond_dim": COND_DIM, "structure_dim": STRUCTURE_DIM}
 SEQ = 512            # tokens are laid out as (tokens // SEQ, SEQ) when tokens > SEQ
 
 # (in, out) shapes, ranks, tokens of each mode; targets: the cases the performance targets compare
@@ -148,9 +147,13 @@ def _peft_linear(base: nn.Linear, rank: int, alpha: float, dora: bool) -> nn.Mod
     return layer
 
 
-def _nonzero_B(layer: nn.Module) -> nn.Module:
-    with torch.no_grad():
-        layer.lora_B.normal_(0, 0.02)
+@torch.no_grad()
+def _trained(layer: nn.Module) -> nn.Module:
+    """A trained-looking adapter: every zero-initialised trainable tensor (B, v2's w) drawn
+    from N(0, 0.02²), so no path can shortcut a zero update."""
+    for p in layer.parameters():
+        if p.requires_grad and not p.any():
+            p.normal_(0, 0.02)
     return layer
 
 
@@ -164,8 +167,6 @@ class Built:
 
 def build_case(key: tuple[str, str], base: nn.Linear, rank: int) -> Built:
     """A fresh copy of ``base`` wrapped as ``key`` = (method, implementation); alpha = 2 r."""
-    import lorakit
-
     method, impl = key
     alpha = 2.0 * rank
     b = copy.deepcopy(base)
@@ -177,27 +178,16 @@ def build_case(key: tuple[str, str], base: nn.Linear, rank: int) -> Built:
         if method.endswith("_merged"):
             layer.merge()
         return Built(key, layer, x_only)
-    if method in ("lora", "lora_merged"):
-        layer = _nonzero_B(lorakit.LoRALinear(b, rank, alpha))
-    elif method in ("dora", "dora_merged"):
-        layer = _nonzero_B(lorakit.DoRALinear(b, rank, alpha))
-    elif method == "hylorada":
-        layer = _nonzero_B(lorakit.HyLoRADALinear(b, rank, alpha))
-    elif method == "hylorada_v2":
-        layer = _nonzero_B(lorakit.HyLoRADAv2Linear(b, rank, alpha, structure_dim=STRUCTURE_DIM))
-        with torch.no_grad():
-            layer.scale_from_structure.weight.normal_(0, 0.1)
-        return Built(key, layer, lambda m, inp: m(inp["x"], inp["prior"]))
-    elif method == "bilinear":
-        layer = _nonzero_B(lorakit.BilinearLoRALinear(b, COND_DIM, rank, alpha))
-        return Built(key, layer, lambda m, inp: m(inp["x"], inp["p"]))
-    elif method == "rss":
-        layer = _nonzero_B(lorakit.RSSBilinearLoRA(b, COND_DIM, rank, alpha))
-        return Built(key, layer, lambda m, inp: m(inp["x"], inp["p"]))
-    else:
-        raise ValueError(f"unknown case {key}")
-    if method.endswith("_merged"):
+    merged = method.endswith("_merged")
+    cls = family(method.removesuffix("_merged") if merged else method)
+    spec = spec_of(cls)
+    layer = _trained(cls(b, rank=rank, alpha=alpha, **{k: SIZES[k] for k in spec.sizes}))
+    if merged:
         layer.merge()
+    if spec.condition == "p":
+        return Built(key, layer, lambda m, inp: m(inp["x"], inp["p"]))
+    if spec.condition == "structure_prior":
+        return Built(key, layer, lambda m, inp: m(inp["x"], inp["prior"]))
     return Built(key, layer, x_only)
 
 

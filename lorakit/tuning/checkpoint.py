@@ -12,9 +12,8 @@ Saved adapter config (lorakit's own format; see ``lorakit.interop.peft`` for PEF
      "target_modules": ["layers.0.q_proj", ...],                     # full dotted names
      "bias": "none", ...}           # plus any extra fields passed as ``config=``
 
-An adapter's ``__init__`` arguments (after ``base_layer``) are read back from the attributes of
-the same name (or ``<name>_p``, as ``LoRALinear`` stores ``dropout_p``); a class can instead
-define ``adapter_init_kwargs(self) -> dict``.
+An adapter's ``__init__`` arguments (after ``base_layer``) are read back from the attributes
+its class declares in ``ADAPTER.init_kwargs`` (``layers/base.py``, ``AdapterSpec``).
 """
 from __future__ import annotations
 
@@ -27,7 +26,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from ..layers.base import AdapterLinear, MergeStateError
+from ..layers.base import AdapterLinear, MergeStateError, spec_of
 from .inject import BIAS_MODES, adapter_modules, bias_param_names, build_adapters, inside_adapter, set_submodule
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "adapter_init_kwargs", "adapter_state_dict", "load_adapter",
@@ -45,43 +44,30 @@ _OWN_CONFIG_KEYS = ("format", "format_version", "lorakit_version", "adapter_clas
 # adapter state: what an adapter is (class + init kwargs) and what it holds (tensors)
 # --------------------------------------------------------------------------------------------
 _SCALARS = (bool, int, float, str, type(None))
-_MISSING = object()
-# where an __init__ argument NAME is looked for on the layer: self.NAME, then these variants
-# (LoRALinear keeps dropout's float as dropout_p; BilinearLoRALinear keeps gate as gate_form)
-_ATTR_SUFFIXES = ("", "_p", "_form")
 
 
 def adapter_init_kwargs(adapter: AdapterLinear) -> dict:
     """The ``__init__`` arguments (after base_layer) that rebuild ``adapter``, as JSON scalars.
 
-    Read from ``adapter.adapter_init_kwargs()`` when the class defines it; else, per argument
-    NAME, from the first scalar attribute among ``NAME``, ``NAME_p``, ``NAME_form``; else from
-    the arguments ``inject_adapters``/``load_adapter`` built it with (or the default).
+    Read from the attributes the class declares in ``ADAPTER.init_kwargs``. Raises TypeError
+    when the declaration does not name exactly the ``__init__`` arguments (a subclass that
+    adds one must declare its own ``AdapterSpec``) or a value is not a JSON scalar.
     """
-    hook = getattr(type(adapter), "adapter_init_kwargs", None)
-    if callable(hook):
-        return dict(hook(adapter))
-    recorded = getattr(adapter, "_lorakit_init_kwargs", None)
-    params = list(inspect.signature(type(adapter).__init__).parameters.values())[2:]
+    cls = type(adapter)
+    spec = spec_of(cls)
+    params = [prm.name for prm in list(inspect.signature(cls.__init__).parameters.values())[2:]
+              if prm.kind not in (prm.VAR_POSITIONAL, prm.VAR_KEYWORD)]
+    if set(params) != set(spec.init_kwargs):
+        raise TypeError(f"{cls.__name__}.__init__ takes {params} after base_layer, but its AdapterSpec "
+                        f"declares init_kwargs {list(spec.init_kwargs)}: declare "
+                        f"{cls.__name__}.ADAPTER = AdapterSpec(...) with one entry per argument")
     out = {}
-    for prm in params:
-        if prm.kind in (prm.VAR_POSITIONAL, prm.VAR_KEYWORD):
-            continue
-        for attr in (prm.name + suffix for suffix in _ATTR_SUFFIXES):
-            value = getattr(adapter, attr, _MISSING)
-            if value is not _MISSING and isinstance(value, _SCALARS):
-                out[prm.name] = value
-                break
-        else:
-            if recorded is not None and prm.name in recorded:
-                out[prm.name] = recorded[prm.name]
-            elif recorded is not None and prm.default is not prm.empty:
-                out[prm.name] = prm.default
-            else:
-                raise TypeError(
-                    f"cannot record {type(adapter).__name__}'s __init__ argument {prm.name!r}: "
-                    f"store it as self.{prm.name} (a number/str/bool) or define "
-                    "adapter_init_kwargs()")
+    for arg in params:
+        value = getattr(adapter, spec.init_kwargs[arg])
+        if not isinstance(value, _SCALARS):
+            raise TypeError(f"{cls.__name__}.{spec.init_kwargs[arg]} (the value of __init__ argument "
+                            f"{arg!r}) is a {type(value).__name__}, not a number, str or bool")
+        out[arg] = value
     return out
 
 

@@ -175,7 +175,6 @@ def build_adapters(model: nn.Module, plan: Mapping[str, tuple[type, dict]],
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"cannot build {cls.__name__}({kwargs}) on {name} "
                                  f"({base.in_features}->{base.out_features}): {exc}") from exc
-            built[name]._lorakit_init_kwargs = dict(kwargs)   # for adapter_init_kwargs
     except Exception:
         for name, fl in flags.items():
             for p, f in zip(model.get_submodule(name).parameters(), fl, strict=True):

@@ -39,16 +39,13 @@ import math
 
 from torch import nn
 
-from ..conditioning.encoders import StructureEncoder, TemporalStructureEncoder
-from ..layers.dora import DoRALinear
-from ..layers.hylorada import HyLoRADALinear, HyLoRADAv2Linear
+from ..layers.base import AdapterLinear, spec_of
 
 __all__ = ["GROUPS", "loraplus_param_groups", "param_group_of"]
 
 GROUPS = ("lora_A", "lora_B", "magnitude", "gates", "condition", "structure",
           "structure_scales", "bias", "other")
 _NO_DECAY = {"magnitude", "gates", "structure_scales", "bias"}
-_ENCODERS = (StructureEncoder, TemporalStructureEncoder)
 
 
 def param_group_of(model: nn.Module, name: str) -> str:
@@ -57,25 +54,25 @@ def param_group_of(model: nn.Module, name: str) -> str:
 
 
 def _group(modules: dict[str, nn.Module], name: str) -> str:
+    """Declared first: an adapter's ``ADAPTER.param_groups`` (for its own Parameters and its
+    submodules), a structure encoder's ``PARAM_GROUPS``; then PEFT's module names
+    (``lora_A.default.weight``); then biases; everything else is "other"."""
     owner_name, _, attr = name.rpartition(".")
     path = owner_name.split(".") if owner_name else []
     ancestors = [modules[".".join(path[:i])] for i in range(len(path) + 1)]   # root .. owner
+    for depth, module in enumerate(ancestors):
+        declared = getattr(type(module), "PARAM_GROUPS", None)          # the structure encoders
+        if declared is not None:
+            key = path[depth] if depth < len(path) else attr
+            return declared.get(key if key in declared else attr, declared["*"])
     owner, parent = ancestors[-1], (ancestors[-2] if len(ancestors) > 1 else None)
-    if any(isinstance(m, _ENCODERS) for m in ancestors):
-        if attr == "gate":
-            return "gates"
-        return "structure_scales" if attr in ("freq_scale", "period_log_ratio") else "structure"
-    for key in ("lora_A", "lora_B"):          # lorakit's Parameters, or PEFT's lora_A.default
+    if isinstance(owner, AdapterLinear) and attr in spec_of(owner).param_groups:
+        return spec_of(owner).param_groups[attr]
+    if isinstance(parent, AdapterLinear) and path[-1] in spec_of(parent).param_groups:
+        return spec_of(parent).param_groups[path[-1]]
+    for key in ("lora_A", "lora_B"):          # PEFT's modules: lora_A.default.weight
         if attr == key or key in path:
             return key
-    if attr in ("lora_C", "lora_S"):
-        return "condition"
-    if attr == "magnitude" and isinstance(owner, DoRALinear):
-        return "magnitude"
-    if attr in ("magnitude_gate", "residual_weight") and isinstance(owner, HyLoRADALinear):
-        return "gates"
-    if isinstance(parent, HyLoRADAv2Linear) and owner is parent.scale_from_structure:
-        return "structure"
     if attr == "bias":
         return "bias"
     return "other"

@@ -5,18 +5,17 @@
     plain = merge_and_unload(model)  # nn.Linear everywhere again, same function
     base = unload(model)             # adapters removed unmerged: the base function
 
-Conditioned layers (``takes_condition``, see ``layers/base.py``) can only be merged for one
+Conditioned layers (``ADAPTER.condition == "p"``, see ``layers/base.py``) can only be merged for one
 condition ``p`` at a time, so ``merge_adapters`` / ``merge_and_unload`` ask for it explicitly.
 """
 from __future__ import annotations
 
-import inspect
 from typing import Mapping
 
 import torch
 from torch import nn
 
-from ..layers.base import AdapterLinear, MergeStateError
+from ..layers.base import AdapterLinear, MergeStateError, spec_of
 from .inject import adapter_modules, set_submodule
 
 __all__ = ["merge_adapters", "merge_and_unload", "unload", "unmerge_adapters"]
@@ -26,10 +25,8 @@ __all__ = ["merge_adapters", "merge_and_unload", "unload", "unmerge_adapters"]
 # merging
 # --------------------------------------------------------------------------------------------
 def _needs_p(adapter: AdapterLinear) -> bool:
-    """A conditioned layer's merge takes a named argument, the condition vector p
-    (``merge(self, p)``); the base class's pass-through ``merge(self, *args)`` does not count."""
-    return any(prm.kind not in (prm.VAR_POSITIONAL, prm.VAR_KEYWORD)
-               for prm in inspect.signature(adapter.merge).parameters.values())
+    """Whether the layer's merge takes a condition vector p (its declared ``condition``)."""
+    return spec_of(adapter).condition == "p"
 
 
 def _merge_all(adapters: Mapping[str, AdapterLinear], p) -> list[AdapterLinear]:

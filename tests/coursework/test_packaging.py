@@ -154,4 +154,4 @@ def test_wheel_ships_the_corpus_and_its_licence(tmp_path):
         shipped = z.read("lorakit/lm/assets/corpus.tar.xz")
         metadata = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert "License-Expression: MIT AND PSF-2.0" in metadata
-    assert shipped == (ROOT / "lorakit" / "assets" / "corpus.tar.xz").read_bytes()
+    assert shipped == (ROOT / "lorakit" / "lm" / "assets" / "corpus.tar.xz").read_bytes()

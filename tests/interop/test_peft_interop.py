@@ -13,6 +13,7 @@ from torch import nn
 
 peft = pytest.importorskip("peft")
 transformers = pytest.importorskip("transformers")
+from conftest import LAYER_CASES, TEST_SIZES  # noqa: E402
 from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 
@@ -172,6 +173,24 @@ def test_to_peft_rejects_what_peft_cannot_hold(base, tmp_path):
     with pytest.raises(ValueError, match="one lora_dropout"):
         to_peft(model, tmp_path)
     assert not (tmp_path / "adapter_config.json").exists()
+
+
+@pytest.mark.parametrize("case", LAYER_CASES, ids=str)
+def test_every_family_exports_as_it_declares(base, tmp_path, case):
+    """Each registered family: with a PEFT flavour (ADAPTER.peft), PEFT computes the same
+    function from the export; without one, export refuses."""
+    model = copy.deepcopy(base)
+    sizes = {k: TEST_SIZES[k] for k in case.spec.sizes}
+    inject_adapters(model, case.cls, ["q_proj", "v_proj"], rank=2, alpha=4, **sizes)
+    if case.spec.peft is None:
+        with pytest.raises(ValueError, match="no PEFT equivalent"):
+            to_peft(model, tmp_path)
+        return
+    randomize(model).eval()
+    config = to_peft(model, tmp_path)
+    assert all(config[k] == v for k, v in case.spec.peft.flags.items())
+    theirs = load_in_peft(base, tmp_path)
+    torch.testing.assert_close(logits(theirs), logits(model), rtol=1e-5, atol=1e-5)
 
 
 def test_conditioned_layers_are_not_exportable(base, tmp_path):

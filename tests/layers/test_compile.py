@@ -10,59 +10,33 @@ import shutil
 
 import pytest
 import torch
+from conftest import CASES, LAYER_CASES, trained
 from torch import nn
 
 import lorakit
-from lorakit import (
-    BilinearLoRALinear,
-    DoRALinear,
-    HyLoRADALinear,
-    HyLoRADAv2Linear,
-    LoRALinear,
-    RSSBilinearLoRA,
-)
 
 dynamo = pytest.importorskip("torch._dynamo")
 
-IN, OUT, R, D_P, D_S = 16, 12, 4, 5, 7
+IN, OUT, R = 16, 12, 4
 
-
-def _random_b(layer):
-    with torch.no_grad():
-        layer.lora_B.normal_(0, 0.5)
-    return layer
-
-
-LAYERS = {
-    "lora": lambda: LoRALinear(nn.Linear(IN, OUT), R, 8.0),
-    "dora": lambda: DoRALinear(nn.Linear(IN, OUT), R, 8.0),
-    "bilinear_linear_gate": lambda: BilinearLoRALinear(nn.Linear(IN, OUT), D_P, R, 8.0),
-    "bilinear_one_plus_gate": lambda: BilinearLoRALinear(nn.Linear(IN, OUT), D_P, R, 8.0,
-                                                         gate="one_plus"),
-    "rss": lambda: RSSBilinearLoRA(nn.Linear(IN, OUT), D_P, R, 8.0),
-    "hylorada": lambda: HyLoRADALinear(nn.Linear(IN, OUT), R, 8.0),
-    "hylorada_v2_no_prior": lambda: HyLoRADAv2Linear(nn.Linear(IN, OUT), R, 8.0, structure_dim=D_S),
-    "hylorada_v2_prior": lambda: HyLoRADAv2Linear(nn.Linear(IN, OUT), R, 8.0, structure_dim=D_S),
-}
+# every registered family (tests/conftest.py), plus the variants whose traced code differs:
+# name -> (case, extra init kwargs, whether the forward gets its condition or prior)
+LAYERS = {case.name: (case, {}, True) for case in LAYER_CASES}
+LAYERS["bilinear_one_plus_gate"] = (CASES["bilinear"], {"gate": "one_plus"}, True)
+LAYERS["hylorada_v2_no_prior"] = (CASES["hylorada_v2"], {}, False)
 
 
 def _inputs(name):
+    case, _, conditioned = LAYERS[name]
     g = torch.Generator().manual_seed(1)
     x = torch.randn(2, 3, IN, generator=g)
-    if name.startswith(("bilinear", "rss")):
-        return x, torch.randn(2, D_P, generator=g)
-    if name == "hylorada_v2_prior":
-        return x, torch.randn(2, 3, D_S, generator=g)
-    return (x,)
+    return (x, *case.extra(x, g)) if conditioned else (x,)
 
 
 def _make(name):
+    case, kwargs, _ = LAYERS[name]
     torch.manual_seed(0)
-    layer = _random_b(LAYERS[name]())
-    if name == "hylorada_v2_prior":
-        with torch.no_grad():
-            layer.scale_from_structure.weight.normal_()
-    return layer
+    return trained(case.build(nn.Linear(IN, OUT), R, 8.0, **kwargs), std=0.5)
 
 
 def _grads(layer, args, fn):
@@ -98,8 +72,8 @@ def test_fullgraph_aot_eager_matches_eager(name):
 def test_conditioned_layer_reads_the_context_when_p_is_omitted():
     """Not the explicit path, but it must still be right compiled (a graph break is allowed)."""
     dynamo.reset()
-    layer = _make("bilinear_linear_gate")
-    x, p = _inputs("bilinear_linear_gate")
+    layer = _make("bilinear")
+    x, p = _inputs("bilinear")
     compiled = torch.compile(layer, backend="eager")
     with lorakit.condition(p):
         torch.testing.assert_close(compiled(x), layer(x, p))
@@ -108,8 +82,8 @@ def test_conditioned_layer_reads_the_context_when_p_is_omitted():
 def test_v2_reads_the_structure_prior_context_when_compiled():
     from lorakit.conditioning import structure_prior
     dynamo.reset()
-    layer = _make("hylorada_v2_prior")
-    x, prior = _inputs("hylorada_v2_prior")
+    layer = _make("hylorada_v2")
+    x, prior = _inputs("hylorada_v2")
     compiled = torch.compile(layer, backend="eager")
     torch.testing.assert_close(compiled(x), layer(x, None))         # outside: v1
     with structure_prior(prior):                                    # inside: the block's prior
@@ -117,13 +91,12 @@ def test_v2_reads_the_structure_prior_context_when_compiled():
     torch.testing.assert_close(compiled(x), layer(x, None))
 
 
-@pytest.mark.parametrize("cls", [DoRALinear, HyLoRADALinear])
-def test_compiled_norm_follows_weight_changes(cls):
+@pytest.mark.parametrize("name", ["dora", "hylorada"])
+def test_compiled_norm_follows_weight_changes(name):
     """The ‖W‖² cache is skipped while compiling: an in-place change of W is always seen."""
     dynamo.reset()
-    torch.manual_seed(0)
-    layer = _random_b(cls(nn.Linear(IN, OUT), R, 8.0))
-    x = _inputs("dora")[0]
+    layer = _make(name)
+    x = _inputs(name)[0]
     compiled = torch.compile(layer, backend="eager", fullgraph=True)
     compiled(x)
     with torch.no_grad():

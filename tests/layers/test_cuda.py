@@ -7,51 +7,31 @@ Skipped as a whole where no CUDA device is present (CI). Run on a GPU machine wi
 """
 import pytest
 import torch
+from conftest import CASES, LAYER_NAMES, trained  # noqa: E402
 from torch import nn
 
 from lorakit import (
-    BilinearLoRALinear,
     DoRALinear,
-    HyLoRADALinear,
-    HyLoRADAv2Linear,
     LoRALinear,
-    RSSBilinearLoRA,
 )
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
-IN, OUT, R, D_P, D_S = 48, 40, 6, 5, 7
-NAMES = ["lora", "dora", "bilinear", "rss", "hylorada", "hylorada_v2"]
+IN, OUT, R = 48, 40, 6
+NAMES = LAYER_NAMES
 CUDA = torch.device("cuda")
 
 
 def make(name: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    base = nn.Linear(IN, OUT)
-    layer = {
-        "lora": lambda: LoRALinear(base, R, 12.0),
-        "dora": lambda: DoRALinear(base, R, 12.0),
-        "bilinear": lambda: BilinearLoRALinear(base, D_P, R, 12.0),
-        "rss": lambda: RSSBilinearLoRA(base, D_P, R, 12.0),
-        "hylorada": lambda: HyLoRADALinear(base, R, 12.0),
-        "hylorada_v2": lambda: HyLoRADAv2Linear(base, R, 12.0, structure_dim=D_S),
-    }[name]()
-    with torch.no_grad():                  # a trained adapter: every path contributes
-        layer.lora_B.normal_(0, 0.2)
-        if name == "hylorada_v2":
-            layer.scale_from_structure.weight.normal_(0, 0.2)
-    return layer
+    return trained(CASES[name].build(nn.Linear(IN, OUT), R, 12.0), std=0.2)   # every path contributes
 
 
 def inputs(name: str, batch: int = 3, seq: int = 11) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(1)
     x = torch.randn(batch, seq, IN, generator=g)
-    if name in ("bilinear", "rss"):
-        return x, torch.randn(batch, D_P, generator=g)
-    if name == "hylorada_v2":
-        return x, torch.randn(batch, seq, D_S, generator=g)
-    return (x,)
+    return (x, *CASES[name].extra(x, g))
 
 
 def step(layer: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, list]:

@@ -5,46 +5,22 @@ gradients (gradcheck in float64).
 """
 import pytest
 import torch
+from conftest import CASES, LAYER_NAMES, trained
 from torch import nn
 
-from lorakit import (
-    BilinearLoRALinear,
-    DoRALinear,
-    HyLoRADALinear,
-    HyLoRADAv2Linear,
-    LoRALinear,
-    RSSBilinearLoRA,
-)
+from lorakit import BilinearLoRALinear, DoRALinear, LoRALinear, RSSBilinearLoRA
 
-IN, OUT, R, D_P, D_S = 10, 7, 3, 4, 5
+IN, OUT, R = 10, 7, 3
 
 
 def _make(name, dtype=torch.float32):
     torch.manual_seed(0)
-    base = nn.Linear(IN, OUT, dtype=dtype)
-    layer = {
-        "lora": lambda: LoRALinear(base, R, 6.0),
-        "dora": lambda: DoRALinear(base, R, 6.0),
-        "bilinear": lambda: BilinearLoRALinear(base, D_P, R, 6.0),
-        "rss": lambda: RSSBilinearLoRA(base, D_P, R, 6.0),
-        "hylorada": lambda: HyLoRADALinear(base, R, 6.0),
-        "hylorada_v2": lambda: HyLoRADAv2Linear(base, R, 6.0, structure_dim=D_S),
-    }[name]()
-    with torch.no_grad():
-        layer.lora_B.normal_()
-        if name == "hylorada_v2":
-            layer.scale_from_structure.weight.normal_()
-    return layer
+    return trained(CASES[name].build(nn.Linear(IN, OUT, dtype=dtype), R, 6.0))
 
 
 def _extra(name, x):
     """The inputs after x: p for the conditioned layers, the prior for v2."""
-    g = torch.Generator().manual_seed(3)
-    if name in ("bilinear", "rss"):
-        return (torch.randn(x.shape[0], D_P, generator=g).to(x.dtype),)
-    if name == "hylorada_v2":
-        return (torch.randn(*x.shape[:-1], D_S, generator=g).to(x.dtype),)
-    return ()
+    return CASES[name].extra(x, torch.Generator().manual_seed(3))
 
 
 def reference(layer, x, *extra):
@@ -66,7 +42,7 @@ def reference(layer, x, *extra):
     return x @ W.T + b + s * h @ B.T
 
 
-NAMES = ["lora", "dora", "bilinear", "rss", "hylorada", "hylorada_v2"]
+NAMES = LAYER_NAMES
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -115,7 +91,7 @@ def test_autocast_bf16_on_cpu(name):
         y.float().sum().backward()
     assert y.dtype == torch.bfloat16, "under autocast the output dtype is nn.Linear's: bf16"
     torch.testing.assert_close(y.float(), reference(layer, x, *extra), rtol=5e-2, atol=5e-2)
-    assert layer.lora_A.grad is not None and layer.lora_B.grad is not None
+    assert all(p.grad is not None for p in layer.parameters() if p.requires_grad)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import LAYER_CASES, TEST_SIZES
 from torch import nn
 
 from lorakit import (
@@ -331,20 +332,17 @@ def test_parameter_counts_reproduce_seed_003():
     assert adapter_param_count("hylorada_v2", 768, 768, 8) == 13_090      # default 32
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_adapter_param_count_matches_the_layers(method):
-    d_in, d_out, r, d_p, k = 20, 13, 3, 5, 7
-    base = nn.Linear(d_in, d_out)
-    layer = {"lora": lambda: LoRALinear(base, rank=r),
-             "dora": lambda: DoRALinear(base, rank=r),
-             "hylorada": lambda: HyLoRADALinear(base, rank=r),
-             "hylorada_v2": lambda: HyLoRADAv2Linear(base, rank=r, structure_dim=k),
-             "bilinear": lambda: BilinearLoRALinear(base, cond_dim=d_p, rank=r),
-             "rss": lambda: RSSBilinearLoRA(base, cond_dim=d_p, rank=r)}[method]()
-    kwargs = {"cond_dim": d_p} if method in ("bilinear", "rss") else {}
-    if method == "hylorada_v2":
-        kwargs["structure_dim"] = k
-    assert adapter_param_count(method, d_in, d_out, r, **kwargs) == n_trainable(layer)
+@pytest.mark.parametrize("case", LAYER_CASES, ids=str)
+def test_adapter_param_count_matches_the_layers(case):
+    """Every family's declared count (ADAPTER.trainable_params) equals its built layer's."""
+    d_in, d_out, r = 20, 13, 3
+    layer = case.build(nn.Linear(d_in, d_out), r, 1.0)
+    sizes = {k: TEST_SIZES[k] for k in case.spec.sizes}
+    assert adapter_param_count(case.name, d_in, d_out, r, **sizes) == n_trainable(layer)
+
+
+def test_every_family_has_a_count():
+    assert list(METHODS) == [case.name for case in LAYER_CASES]
 
 
 def test_adapter_param_count_rejects_bad_arguments():

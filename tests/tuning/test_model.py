@@ -1,9 +1,11 @@
 """lorakit.tuning: injection by target modules, trainable parameters, merge/unload, save/load."""
+import dataclasses
 import json
 import re
 
 import pytest
 import torch
+from conftest import LAYER_CASES, TEST_SIZES
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -320,14 +322,13 @@ class GatedLoRA(LoRALinear):
     def delta_weight(self, p=None):
         return super().delta_weight() * float(p if p is not None else self._p)
 
+    ADAPTER = dataclasses.replace(LoRALinear.ADAPTER, name="gated_lora", condition="p")
+
     def merge(self, p=None):
         if p is None:
             raise ValueError("merge() needs p")
         self._p = p
         super().merge(p)
-
-    def _merge_args(self):
-        return (self._p,)
 
 
 def test_conditioned_layers_need_p_to_merge():
@@ -375,16 +376,14 @@ def test_bilinear_init_kwargs_are_recorded():
 
 
 def _every_adapter_class():
-    """(class, extra kwargs, condition or None) for each adapter family lorakit has."""
-    out = [(LoRALinear, {}, None)]
-    try:
-        from lorakit.layers.dora import DoRALinear
-        out.append((DoRALinear, {}, None))
-    except ImportError:
-        pass
-    if BilinearLoRALinear is not None:
-        out += [(BilinearLoRALinear, {"cond_dim": 3, "gate": "one_plus"}, torch.randn(3, 3)),
-                (RSSBilinearLoRA, {"cond_dim": 3}, torch.randn(3))]
+    """(class, extra kwargs, condition or None) for each registered family (tests/conftest.py);
+    v2 runs without a prior (exactly v1's function, which is what merging keeps)."""
+    out = []
+    for case in LAYER_CASES:
+        sizes = {k: TEST_SIZES[k] for k in case.spec.sizes}
+        p = torch.randn(TEST_SIZES["cond_dim"]) if case.spec.condition == "p" else None
+        out.append((case.cls, sizes, p))
+    out.append((BilinearLoRALinear, {"cond_dim": 3, "gate": "one_plus"}, torch.randn(3, 3)))
     return out
 
 
