@@ -66,15 +66,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..validate import check_int
+
 __all__ = ["StructureEncoder", "TemporalStructureEncoder", "relative_position_bucket"]
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r})")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
 
 
 def relative_position_bucket(offsets: torch.Tensor, num_buckets: int = 64,
@@ -116,14 +110,14 @@ class StructureEncoder(nn.Module):
     def __init__(self, structure_dim: int = 32, encoding_dim: int = 32, num_buckets: int = 64,
                  max_distance: int = 512, num_structure_types: int | None = None) -> None:
         super().__init__()
-        self.structure_dim = _check_int("structure_dim", structure_dim, 1)
-        self.encoding_dim = _check_int("encoding_dim", encoding_dim, 2)
+        self.structure_dim = check_int("structure_dim", structure_dim, 1)
+        self.encoding_dim = check_int("encoding_dim", encoding_dim, 2)
         if encoding_dim % 2:
             raise ValueError(f"encoding_dim must be even (sin and cos halves), got {encoding_dim}")
-        self.num_buckets = _check_int("num_buckets", num_buckets, 2)
-        self.max_distance = _check_int("max_distance", max_distance, num_buckets // 2 + 1)
+        self.num_buckets = check_int("num_buckets", num_buckets, 2)
+        self.max_distance = check_int("max_distance", max_distance, num_buckets // 2 + 1)
         self.num_structure_types = (None if num_structure_types is None
-                                    else _check_int("num_structure_types", num_structure_types, 1))
+                                    else check_int("num_structure_types", num_structure_types, 1))
         self.bucket_embeddings = nn.Embedding(2 * num_buckets + 1, encoding_dim)
         half = encoding_dim // 2
         self.register_buffer("inv_freq", 10000.0 ** (-torch.arange(half).float() * 2 / encoding_dim),
@@ -196,8 +190,8 @@ class TemporalStructureEncoder(nn.Module):
                  init_periods: Sequence[float] | None = None, min_period: float = 2.0,
                  max_period: float = 512.0) -> None:
         super().__init__()
-        self.structure_dim = _check_int("structure_dim", structure_dim, 1)
-        self.num_periods = _check_int("num_periods", num_periods, 1)
+        self.structure_dim = check_int("structure_dim", structure_dim, 1)
+        self.num_periods = check_int("num_periods", num_periods, 1)
         if init_periods is None:
             if not (0 < min_period <= max_period and math.isfinite(max_period)):
                 raise ValueError(f"need 0 < min_period <= max_period < inf, got {min_period}, "

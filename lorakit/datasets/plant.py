@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..validate import check_int
+
 
 def _check_condition(p: torch.Tensor, cond_dim: int, what: str = "p") -> torch.Tensor:
     if not isinstance(p, torch.Tensor):
@@ -89,9 +91,7 @@ class OperatingSystem:
 
     def __post_init__(self) -> None:
         for name in ("in_dim", "out_dim", "cond_dim", "modes", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "seed" else 1):
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, getattr(self, name), minimum=0 if name == "seed" else 1)
         if self.modes > min(self.in_dim, self.out_dim):
             raise ValueError(f"modes must be <= min(in_dim, out_dim) = "
                              f"{min(self.in_dim, self.out_dim)}, got {self.modes}")
@@ -150,8 +150,7 @@ class OperatingSystem:
         conditions = _check_condition(conditions, self.cond_dim, "conditions")
         if conditions.dim() != 2:
             raise ValueError(f"conditions must have shape (M, {self.cond_dim}), got {tuple(conditions.shape)}")
-        if isinstance(per_condition, bool) or not isinstance(per_condition, int) or per_condition < 1:
-            raise ValueError(f"per_condition must be a positive int, got {per_condition!r}")
+        check_int("per_condition", per_condition)
         p = conditions.repeat_interleave(per_condition, dim=0)
         x = torch.randn(p.shape[0], self.in_dim, generator=generator)
         y = self.respond(x, p) + self.noise * torch.randn(p.shape[0], self.out_dim, generator=generator)
@@ -183,8 +182,7 @@ def condition_splits(cond_dim: int = 2, n_train: int = 16, n_heldout: int = 12, 
       coordinate (beyond the training range).
     """
     for name, v in (("cond_dim", cond_dim), ("n_train", n_train), ("n_heldout", n_heldout)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+        check_int(name, v)
     if not 0 < train_radius < extrapolate_to:
         raise ValueError(f"need 0 < train_radius < extrapolate_to, got {train_radius}, {extrapolate_to}")
     g = torch.Generator().manual_seed(seed)

@@ -22,7 +22,6 @@ Every concrete family declares ``ADAPTER = AdapterSpec(...)`` and registers in
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -30,6 +29,7 @@ import torch
 from torch import nn
 from torch.nn.modules import module as _module
 
+from ..validate import check_int, check_real
 from .fused import autocast_active
 
 
@@ -60,10 +60,8 @@ class MergeStateError(ValueError):
 
 
 def check_rank(rank: int, in_features: int, out_features: int) -> int:
-    if isinstance(rank, bool) or not isinstance(rank, int):
-        raise TypeError(f"rank must be an int, got {type(rank).__name__} ({rank!r})")
     limit = min(in_features, out_features)
-    if not 1 <= rank <= limit:
+    if not 1 <= check_int("rank", rank, minimum=None) <= limit:
         raise ValueError(
             f"rank must be between 1 and min(in_features, out_features) = {limit} "
             f"for a {in_features}->{out_features} layer, got {rank}")
@@ -71,19 +69,11 @@ def check_rank(rank: int, in_features: int, out_features: int) -> int:
 
 
 def check_positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} ({value!r})")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+    return check_real(name, value, low=0, low_open=True)
 
 
 def check_probability(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float in [0, 1), got {type(value).__name__}")
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-    return float(value)
+    return check_real(name, value, low=0, high=1, high_open=True)
 
 
 # --------------------------------------------------------------------------------------------

@@ -46,17 +46,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..conditioning import current_condition
+from ..validate import check_int
 from .base import AdapterLinear, AdapterSpec, MergeStateError, add_low_rank, check_probability
 
 GATES = ("linear", "one_plus")
 
 
 def check_cond_dim(cond_dim: int) -> int:
-    if isinstance(cond_dim, bool) or not isinstance(cond_dim, int):
-        raise TypeError(f"cond_dim must be an int, got {type(cond_dim).__name__} ({cond_dim!r})")
-    if cond_dim < 1:
-        raise ValueError(f"cond_dim (the length of the condition p) must be >= 1, got {cond_dim}")
-    return cond_dim
+    return check_int("cond_dim", cond_dim, what=" (the length of the condition p)")
 
 
 class BilinearLoRALinear(AdapterLinear):

@@ -65,23 +65,17 @@ W x that gets rescaled, y = base(x) + (c − 1) ⊙ W x̃ + c ⊙ f·s·B(A x̃)
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from ..conditioning import current_structure_prior
+from ..validate import check_int, check_real
 from .base import AdapterSpec, MergeStateError
 from .dora import DoRALinear, rescaled_forward
 
 
 def _check_logit(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number (a sigmoid input), got "
-                        f"{type(value).__name__} ({value!r})")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite (it is a sigmoid input, a logit), got {value!r}")
-    return float(value)
+    return check_real(name, value, what=" (a sigmoid input, a logit)")
 
 
 class HyLoRADALinear(DoRALinear):
@@ -201,11 +195,7 @@ class HyLoRADAv2Linear(HyLoRADALinear):
     def __init__(self, base_layer: nn.Linear, rank: int = 8, alpha: float = 16.0,
                  structure_dim: int = 32, dropout: float = 0.0, *, gate_init: float = 0.0,
                  residual_init: float = 0.1, eps: float = 1e-6) -> None:
-        if isinstance(structure_dim, bool) or not isinstance(structure_dim, int):
-            raise TypeError(f"structure_dim must be an int, got {type(structure_dim).__name__} "
-                            f"({structure_dim!r})")
-        if structure_dim < 1:
-            raise ValueError(f"structure_dim must be >= 1, got {structure_dim}")
+        check_int("structure_dim", structure_dim)
         super().__init__(base_layer, rank, alpha, dropout, gate_init=gate_init,
                          residual_init=residual_init, eps=eps)
         self.structure_dim = structure_dim

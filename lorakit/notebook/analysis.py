@@ -27,25 +27,21 @@ import statistics
 import time
 from typing import Any
 
+from ..validate import check_int
+
 FULL = "full fine-tuning"
 LORA_BA_X = "LoRA, (BA)x"
 LORA_B_AX = "LoRA, B(Ax)"
 STRATEGIES: tuple[str, ...] = (FULL, LORA_BA_X, LORA_B_AX)
 
 
-def _check_positive_int(name: str, value: Any) -> None:
-    """Raise ValueError unless ``value`` is a positive int (bool is rejected)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
 def _check_dims(d_in: int, d_out: int, rank: int, tokens: int | None = None) -> None:
     """Validate layer sizes: positive ints and 1 <= rank <= min(d_in, d_out)."""
-    _check_positive_int("d_in", d_in)
-    _check_positive_int("d_out", d_out)
-    _check_positive_int("rank", rank)
+    check_int("d_in", d_in)
+    check_int("d_out", d_out)
+    check_int("rank", rank)
     if tokens is not None:
-        _check_positive_int("tokens", tokens)
+        check_int("tokens", tokens)
     if rank > min(d_in, d_out):
         raise ValueError(
             f"rank must be <= min(d_in, d_out) = {min(d_in, d_out)}, got rank={rank}"
@@ -95,7 +91,7 @@ def lora_costs(
     Raises ValueError unless all arguments are positive ints and rank <= min(d_in, d_out).
     """
     _check_dims(d_in, d_out, rank, tokens)
-    _check_positive_int("bytes_per_el", bytes_per_el)
+    check_int("bytes_per_el", bytes_per_el)
     base = base_flops(d_in, d_out, tokens)
     lora_params = rank * (d_in + d_out)  # A: (r, d_in) + B: (d_out, r)
     adapters = {
@@ -178,7 +174,7 @@ def time_orders(
     import torch  # only the measurement needs torch
 
     _check_dims(d_in, d_out, rank, tokens)
-    _check_positive_int("repeats", repeats)
+    check_int("repeats", repeats)
     dev = torch.device(device)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(tokens, d_in, generator=gen).to(dev)  # (T, d_in)
@@ -275,7 +271,7 @@ def adapter_param_count(
                 raise ValueError(f"method {method!r} needs {name} (the length of "
                                  f"{'the condition p' if name == 'cond_dim' else 'the structure prior'})")
             value = default
-        _check_positive_int(name, value)
+        check_int(name, value)
         sizes[name] = value
     return spec.trainable_params(d_in, d_out, rank, **sizes)
 

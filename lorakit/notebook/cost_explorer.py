@@ -13,6 +13,7 @@ from typing import Any, Iterable, Sequence
 
 import ipywidgets as widgets
 
+from ..validate import check_int
 from .analysis import (
     LORA_B_AX,
     LORA_BA_X,
@@ -102,8 +103,7 @@ def _typed_readout(slider: widgets.SelectionSlider) -> widgets.BoundedIntText:
 
 def clamp_rank(d_in: int, d_out: int, rank: int) -> tuple[int, str]:
     """Rank clamped to r <= min(d_in, d_out), and a note saying so ("" when unchanged)."""
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"rank must be a positive int, got {rank!r}")
+    check_int("rank", rank)
     limit = min(d_in, d_out)
     if rank <= limit:
         return rank, ""

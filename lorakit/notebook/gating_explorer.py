@@ -16,13 +16,15 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ..validate import check_int
+
 
 def _cond_dim(layer: nn.Module, cond_dim: int | None) -> int:
     d = cond_dim if cond_dim is not None else getattr(layer, "cond_dim", None)
-    if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+    if d is None:
         raise ValueError("cond_dim is unknown: pass cond_dim=... (the length of p) for a layer "
                          "without a cond_dim attribute")
-    return d
+    return check_int("cond_dim", d)
 
 
 def _as_condition(p: Any, d: int) -> torch.Tensor:

@@ -35,11 +35,10 @@ optimisers keep the extra keys, so ``opt.param_groups`` says which group is whic
 """
 from __future__ import annotations
 
-import math
-
 from torch import nn
 
 from ..layers.base import AdapterLinear, spec_of
+from ..validate import check_real
 
 __all__ = ["GROUPS", "loraplus_param_groups", "param_group_of"]
 
@@ -86,12 +85,9 @@ def loraplus_param_groups(model: nn.Module, lr: float, ratio: float = 16.0,
     parameters are left out. Raises ValueError for a non-positive lr or ratio, a negative
     weight_decay, or a model with no trainable parameters.
     """
-    for key, value, ok in (("lr", lr, lambda v: v > 0), ("ratio", ratio, lambda v: v > 0),
-                           ("weight_decay", weight_decay, lambda v: v >= 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value) or not ok(value):
-            raise ValueError(f"{key} must be a finite number {'>= 0' if key == 'weight_decay' else '> 0'}"
-                             f", got {value!r}")
+    check_real("lr", lr, low=0, low_open=True)
+    check_real("ratio", ratio, low=0, low_open=True)
+    check_real("weight_decay", weight_decay, low=0)
     modules = dict(model.named_modules())
     buckets: dict[str, list] = {g: [] for g in GROUPS}
     for name, p in model.named_parameters():            # shared parameters come once

@@ -292,7 +292,7 @@ def test_bad_p_for_merge(p, exc, match):
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [
-    (dict(cond_dim=0), ValueError, "cond_dim .* must be >= 1"),
+    (dict(cond_dim=0), ValueError, r"cond_dim must be a positive int \(the length of the condition p\)"),
     (dict(cond_dim=2.0), TypeError, "cond_dim must be an int"),
     (dict(cond_dim=True), TypeError, "cond_dim must be an int"),
     (dict(cond_dim=3, gate="sigmoid"), ValueError, "gate must be one of"),

@@ -97,9 +97,6 @@ def test_flops_agree_with_torch_flop_counter(d_in: int, d_out: int, rank: int, t
         (8, 0, 1, 1),
         (8, 8, 0, 1),
         (8, 8, 1, 0),
-        (8.0, 8, 1, 1),
-        (8, "8", 1, 1),
-        (True, 8, 1, 1),
         (8, 4, 5, 1),  # rank > min(d_in, d_out)
     ],
 )
@@ -108,6 +105,12 @@ def test_bad_arguments_raise_value_error(args: tuple) -> None:
         lora_costs(*args)
     with pytest.raises(ValueError, match="must be"):
         bax_cheaper(*args)
+
+
+@pytest.mark.parametrize("args", [(8.0, 8, 1, 1), (8, "8", 1, 1), (True, 8, 1, 1)])
+def test_arguments_of_the_wrong_type_raise_type_error(args: tuple) -> None:
+    with pytest.raises(TypeError, match="must be an int"):
+        lora_costs(*args)
 
 
 def test_error_messages_name_what_was_expected() -> None:
