@@ -53,7 +53,7 @@ import torch
 
 from ..layers import DoRALinear, HyLoRADALinear, HyLoRADAv2Linear, LoRALinear
 from ..lm import corpus
-from ..lm.finetune import lr_schedule
+from ..lm.finetune import train as train_lm_loop
 from ..lm.tinylm import TinyLM, evaluate, lm_loss, load_pretrained
 from ..notebook.analysis import effective_rank
 from ..provenance import machine
@@ -192,25 +192,14 @@ def run(method: str, seed: int, *, train: torch.Tensor, val: torch.Tensor,
     model = build(method, seed)
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     groups = loraplus_param_groups(model, lr=lr * lr_mult, ratio=LORAPLUS_RATIO if loraplus else 1.0)
-    for g in groups:
-        g["base_lr"] = g["lr"]
-    opt = torch.optim.AdamW(groups, weight_decay=0.0)
     batches = _Windows(train, train_depth if prior else None, batch_size, context, seed)
-    losses, times = [], []
-    model.train()
-    for step in range(steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_schedule(step, steps, g["base_lr"])
-        x, y, d = batches.next()
-        t = time.perf_counter()
+
+    def loss_fn(model, x, y, d):
         with _prior_context(None if d is None else one_hot_prior(d)):
-            loss = lm_loss(model, x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - t)
-        losses.append(loss.item())
-    model.eval()
+            return lm_loss(model, x, y)
+
+    times: list[float] = []
+    losses = train_lm_loop(model, batches.next, loss_fn, steps, lr, groups=groups, step_times=times)
     ppl = evaluate_with_prior(model, val, val_depth if prior else None, context, eval_windows)
     adapters = adapter_modules(model)
     ranks = [effective_rank(a.scaling * (a.lora_B @ a.lora_A).detach()) for a in adapters.values()]

@@ -48,7 +48,7 @@ from ..datasets import (
     load_tokens_with_depths,
 )
 from ..layers import HyLoRADALinear, HyLoRADAv2Linear
-from ..lm.finetune import ATTENTION, lr_schedule
+from ..lm.finetune import ATTENTION, train
 from ..lm.tinylm import load_pretrained
 from ..provenance import machine
 from ..tuning import inject_adapters, mark_only_adapters_trainable
@@ -151,28 +151,9 @@ def train_code(lm: StructuredLM, tokens: torch.Tensor, depths: torch.Tensor, ste
                progress: bool = False, desc: str | None = None) -> list[float]:
     """AdamW on the trainable parameters (adapters and encoder), warm-up + cosine; step losses."""
     params = [p for p in lm.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(seed)
-    device = params[0].device
-    bar = range(steps)
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(bar, desc=desc, leave=True)
-    losses = []
-    lm.train()
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_schedule(step, steps, lr)
-        x, y, d = get_batch_with_depths(tokens, depths, batch_size, context, gen, device=device)
-        loss = _loss(lm, x, y, d)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        if progress and (step % 5 == 0 or step == steps - 1):
-            bar.set_postfix(loss=f"{statistics.fmean(losses[-5:]):.3f}")
-    lm.eval()
-    return losses
+    gen, device = torch.Generator().manual_seed(seed), params[0].device
+    return train(lm, lambda: get_batch_with_depths(tokens, depths, batch_size, context, gen, device=device),
+                 _loss, steps, lr, progress=progress, desc=desc)
 
 
 @torch.no_grad()

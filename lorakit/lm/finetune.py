@@ -1,4 +1,6 @@
-"""Fine-tune the shipped TinyLM with LoRA: the small loop that notebook 02 and the sweeps share.
+"""Fine-tune the shipped TinyLM with LoRA: ``train``, the one training loop of the notebooks and
+the experiments (sweeps, replication, structure), and the LoRA run that notebook 02 and the
+sweeps share.
 
     model = lora_model(["q_proj", "v_proj"], rank=8, alpha=16, seed=0)   # pretrained + adapters
     losses = train_lm(model, corpus.load_tokens("adapt", "train"), steps=100, progress=True)
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -51,19 +53,25 @@ def lr_schedule(step: int, steps: int, lr: float) -> float:
     return lr / 10 + 0.45 * lr * (1 + math.cos(math.pi * progress))
 
 
-def train_lm(model: nn.Module, tokens: torch.Tensor, steps: int, batch_size: int = 8,
-             context: int = 128, lr: float = 5e-3, seed: int = 0, progress: bool = False,
-             desc: str | None = None, weight_decay: float = 0.0) -> list[float]:
-    """AdamW on the trainable parameters only, next-byte loss; returns the loss of every step.
+def train(model: nn.Module, next_batch: Callable[[], tuple], loss_fn: Callable[..., torch.Tensor],
+          steps: int, lr: float, *, groups: list[dict] | None = None, weight_decay: float = 0.0,
+          progress: bool = False, desc: str | None = None,
+          step_times: list[float] | None = None) -> list[float]:
+    """The training loop of the notebooks and the experiments; returns every step's loss.
 
-    ``progress=True`` shows a tqdm bar (a widget in Jupyter) with the running loss.
+    AdamW on ``groups`` (optimiser parameter groups, each with its own "lr", e.g. LoRA+'s) or
+    on all trainable parameters at ``lr``; every group follows ``lr_schedule`` from its own
+    lr. Each step: ``loss_fn(model, *next_batch())``, backward, step. ``progress=True`` shows a
+    tqdm bar (a widget in Jupyter) with the running loss; ``step_times`` collects the seconds
+    of each step's forward, backward and update.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the model has no trainable parameters: inject adapters first")
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    gen = torch.Generator().manual_seed(seed)
-    device = params[0].device
+    if groups is None:
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the model has no trainable parameters: inject adapters first")
+        groups = [{"params": params, "lr": lr}]
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    base_lrs = [g["lr"] for g in opt.param_groups]
     bar = range(steps)
     if progress:
         from tqdm.auto import tqdm
@@ -71,18 +79,33 @@ def train_lm(model: nn.Module, tokens: torch.Tensor, steps: int, batch_size: int
     losses = []
     model.train()
     for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_schedule(step, steps, lr)
-        x, y = corpus.get_batch(tokens, batch_size, context, gen, device=device)
-        loss = lm_loss(model, x, y)
+        for group, base in zip(opt.param_groups, base_lrs, strict=True):
+            group["lr"] = lr_schedule(step, steps, base)
+        batch = next_batch()
+        t = time.perf_counter()
+        loss = loss_fn(model, *batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if step_times is not None:
+            step_times.append(time.perf_counter() - t)
         losses.append(loss.item())
         if progress and (step % 5 == 0 or step == steps - 1):
             bar.set_postfix(loss=f"{sum(losses[-5:]) / len(losses[-5:]):.3f}")
     model.eval()
     return losses
+
+
+def train_lm(model: nn.Module, tokens: torch.Tensor, steps: int, batch_size: int = 8,
+             context: int = 128, lr: float = 5e-3, seed: int = 0, progress: bool = False,
+             desc: str | None = None, weight_decay: float = 0.0) -> list[float]:
+    """``train`` on random windows of ``tokens`` (drawn from ``seed``), next-byte loss."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters: inject adapters first")
+    gen, device = torch.Generator().manual_seed(seed), params[0].device
+    return train(model, lambda: corpus.get_batch(tokens, batch_size, context, gen, device=device),
+                 lm_loss, steps, lr, weight_decay=weight_decay, progress=progress, desc=desc)
 
 
 def run(target_modules=ATTENTION, rank: int = 8, alpha: float = 16, *, train_tokens: torch.Tensor,
