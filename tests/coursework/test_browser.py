@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # autograde/ is a folder of the repository, not installed
     sys.path.insert(0, str(ROOT))
 
-from test_launch import UNWANTED, course_lab, jupyter_server, load_course  # noqa: E402
+from servers import UNWANTED, course_lab, jupyter_server, load_course  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -168,6 +168,16 @@ def slider_row(page, name):
     return page.locator(".widget-hslider").filter(has=label)
 
 
+def drag(page, handle, dx: float) -> None:
+    """Drag a slider's handle dx pixels to the right with the mouse, in ten moves."""
+    box = handle.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + dx, y, steps=10)
+    page.mouse.up()
+
+
 def number_box(page, slider):
     """The number box in the same HBox as slider."""
     return page.locator(".jp-OutputArea .widget-hbox").filter(has=slider).locator("input")
@@ -202,13 +212,7 @@ def test_explorer_answers_keyboard_mouse_and_typing(lab, page, tmp_path):
         readout = rank.locator(".widget-readout")
         expect(readout).to_have_text("8")
         before = table.inner_text()
-        handle = rank.locator(".noUi-handle")
-        box = handle.bounding_box()
-        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-        page.mouse.move(x, y)
-        page.mouse.down()
-        page.mouse.move(x + 100, y, steps=10)
-        page.mouse.up()
+        drag(page, rank.locator(".noUi-handle"), 100)
         expect(readout).not_to_have_text("8")
         assert int(readout.inner_text()) > 8, readout.inner_text()
         expect(table).not_to_have_text(before)
@@ -262,12 +266,7 @@ def test_rank_gating_explorer_answers_keyboard_and_drag(lab, page, tmp_path, not
                 handle.focus()
                 page.keyboard.press("ArrowRight")
             else:  # 60 px right on a track of a few hundred px: several steps of 0.05
-                box = handle.bounding_box()
-                x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-                page.mouse.move(x, y)
-                page.mouse.down()
-                page.mouse.move(x + 60, y, steps=10)
-                page.mouse.up()
+                drag(page, handle, 60)
             expect(readout).not_to_have_text(value)
             assert float(readout.inner_text()) > float(value), (name, value, readout.inner_text())
             expect(plot).not_to_have_attribute("src", src, timeout=60_000)

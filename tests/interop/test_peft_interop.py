@@ -19,12 +19,8 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 
 from lorakit import LoRALinear  # noqa: E402
 from lorakit.interop.peft import PEFT_MAPPINGS, PeftMapping, from_peft, to_peft  # noqa: E402
+from lorakit.layers.dora import DoRALinear  # noqa: E402
 from lorakit.tuning import adapter_modules, adapter_state_dict, find_target_modules, inject_adapters  # noqa: E402
-
-try:
-    from lorakit.layers.dora import DoRALinear
-except ImportError:
-    DoRALinear = None
 
 pytestmark = [
     # raised inside PEFT/transformers (PEFT 0.21 calls a transformers-5 deprecated method)
@@ -194,9 +190,9 @@ def test_every_family_exports_as_it_declares(base, tmp_path, case):
 
 
 def test_conditioned_layers_are_not_exportable(base, tmp_path):
-    bilinear = pytest.importorskip("lorakit.layers.bilinear")
+    from lorakit.layers.bilinear import BilinearLoRALinear
     model = copy.deepcopy(base)
-    inject_adapters(model, bilinear.BilinearLoRALinear, ["q_proj"], cond_dim=2, rank=2)
+    inject_adapters(model, BilinearLoRALinear, ["q_proj"], cond_dim=2, rank=2)
     with pytest.raises(ValueError, match="conditioned layers"):
         to_peft(model, tmp_path)
 
@@ -239,7 +235,6 @@ def test_round_trip_lorakit_peft_lorakit_is_exact(base, tmp_path):
     assert torch.equal(logits(back), logits(model))
 
 
-@pytest.mark.skipif(DoRALinear is None, reason="lorakit.layers.dora not available")
 def test_dora_maps_to_use_dora_both_ways(base, tmp_path):
     assert PEFT_MAPPINGS[DoRALinear].flags == {"use_dora": True}
     model = copy.deepcopy(base)

@@ -10,6 +10,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lorakit import AdapterLinear, LoRALinear, MergeStateError
+from lorakit.conditioning import condition
+from lorakit.layers.bilinear import BilinearLoRALinear, RSSBilinearLoRA
 from lorakit.tuning import (
     adapter_init_kwargs,
     adapter_modules,
@@ -26,15 +28,6 @@ from lorakit.tuning import (
     unload,
     unmerge_adapters,
 )
-
-try:
-    from lorakit.conditioning import condition
-    from lorakit.layers.bilinear import BilinearLoRALinear, RSSBilinearLoRA
-except ImportError:  # the conditioned layers are optional for these tests
-    BilinearLoRALinear = RSSBilinearLoRA = condition = None
-
-needs_bilinear = pytest.mark.skipif(BilinearLoRALinear is None,
-                                    reason="lorakit.layers.bilinear not available")
 
 
 class Block(nn.Module):
@@ -346,8 +339,7 @@ def test_conditioned_layers_need_p_to_merge():
     torch.testing.assert_close(model.layers[0].q_proj.weight, expected)
 
 
-@needs_bilinear
-@pytest.mark.parametrize("cls", [BilinearLoRALinear, RSSBilinearLoRA] if BilinearLoRALinear else [])
+@pytest.mark.parametrize("cls", [BilinearLoRALinear, RSSBilinearLoRA])
 def test_bilinear_merge_and_unload_for_one_condition(cls):
     model = tiny()
     inject_adapters(model, cls, ["q_proj", "o_proj"], cond_dim=3, rank=2, alpha=4, gate="one_plus")
@@ -363,7 +355,6 @@ def test_bilinear_merge_and_unload_for_one_condition(cls):
     torch.testing.assert_close(model(IDS), y, rtol=1e-5, atol=1e-5)
 
 
-@needs_bilinear
 def test_bilinear_init_kwargs_are_recorded():
     model = tiny()
     inject_adapters(model, RSSBilinearLoRA, ["v_proj"], cond_dim=3, rank=2, gate="one_plus")
