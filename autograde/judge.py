@@ -74,13 +74,25 @@ def host_imports(setup: list) -> dict:
     return ns
 
 
-def judge(nb, command: list[str], env: dict | None = None, cell_timeout: float = 120,
-          step_seconds: float | None = None) -> Judgement:
+def probe_session(command: list[str], env: dict | None = None,
+                  step_seconds: float | None = None) -> ProbeSession:
+    """The session ``judge`` talks to; ``session.launch()`` starts its process early, so that
+    it has imported torch by the time the notebook has run (its first request waits)."""
+    return ProbeSession(command, env=env, step_seconds=step_seconds)
+
+
+def judge(nb, command: list[str] | None = None, env: dict | None = None, cell_timeout: float = 120,
+          step_seconds: float | None = None, session: ProbeSession | None = None) -> Judgement:
     """Run every test cell of ``nb`` (a prepared notebook: setup and test cells restored,
-    hidden tests included) here, against a probe started with ``command``."""
+    hidden tests included) here, against a probe started with ``command`` (or ``session``,
+    from ``probe_session``, possibly launched already). The session is closed at the end."""
     torch.set_num_threads(1)  # the checks' tensors are tiny; threads would only spin
     answers = {c.grade_id: c.source for c in cells(nb) if c.kind == ANSWER and c.grade_id}
-    session = ProbeSession(command, env=env, step_seconds=step_seconds, sources=answers)
+    if session is None:
+        if command is None:
+            raise TypeError("judge needs the probe's command or a session")
+        session = probe_session(command, env=env, step_seconds=step_seconds)
+    session.answer_sources = dict(answers)
     out = Judgement()
     try:
         session.start()

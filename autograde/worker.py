@@ -47,7 +47,7 @@ from nbformat.v4 import new_output
 from traitlets import Any, Integer
 
 from .config import KERNEL_DIED, NOT_GRADED, TIMED_OUT, SafeExecute, course_config
-from .judge import JudgeUnavailable, judge, strip_hidden_tests, write_verdicts
+from .judge import JudgeUnavailable, judge, probe_session, strip_hidden_tests, write_verdicts
 from .sandbox import Limits, Sandbox, detect
 
 TRUNCATED = "[autograder: output truncated here - {what} passed {limit}; the rest was dropped]"
@@ -236,45 +236,55 @@ def execute(task: dict) -> dict:
     result = {"student": task["student"], "sandbox": plan.summary(), "flags": [],
               "notebook": None}
     executed = False
-    with Sandbox(limits, task.get("files"), plan=plan, name=task["student"]) as box:
-        box.process = None
-        ex = LimitedExecute(config=cfg, sandbox=box,
-                            cell_output_bytes=task.get("cell_output_bytes", 2 << 20),
-                            notebook_output_bytes=task.get("notebook_output_bytes", 16 << 20),
-                            notebook_timeout=task.get("notebook_timeout", 900),
-                            message_bytes=task.get("message_bytes", 256 << 20))
-        resources = {"metadata": {"path": str(box.run_dir)},
-                     "nbgrader": {"assignment": task["assignment"], "student": task["student"],
-                                  "notebook": task["notebook"]}}
+    # the probe's sandbox and process start first: the probe imports torch and lorakit while
+    # the notebook runs, and waits (running nothing of the submission) until the judge greets it
+    with Sandbox(limits, task.get("files"), plan=plan, name=task["student"] + "-probe") as probe_box:
+        session = probe_session(probe_box.wrap([sys.executable, *PROBE], dict(os.environ)))
+        session.launch()
         try:
-            nb, _ = ex.preprocess(nb, resources)
-            executed = True
-        except NotebookTimeout as error:
-            SafeExecute.outcomes[key] = (TIMED_OUT, str(error))
-        except Exception:  # SafeExecute recorded why
-            alive = box.process is not None and box.process.poll() is None
-            timed_out = SafeExecute.outcomes.get(key, ("",))[0] == TIMED_OUT
-            if alive and timed_out and ex.dropped_connections():
-                SafeExecute.outcomes[key] = (
-                    "killed: output", f"one output message of {ex._running} passed "
-                    f"{_mb(ex.message_bytes)}: the connection dropped it, and the cell's end "
-                    f"with it; nothing after it ran")
-        returncode = box.process.poll() if box.process is not None else None
-        report = box.stop()
-    status, reason = SafeExecute.outcomes.pop(key, (NOT_GRADED, "execution did not start"))
-    status, reason = _blame(status, reason, report, returncode, limits)
-    flags = ex.flags + _limit_flags(report, limits)
-    if executed:
-        for index, source in hidden.items():
-            nb.cells[index].source = source
-        try:
-            judging = time.monotonic()
-            flags += _judge(task, nb, limits, plan)
-            result["judge_seconds"] = round(time.monotonic() - judging, 2)
-            result["notebook"] = nbformat.writes(nb)
-        except JudgeUnavailable as error:  # ours, not the submission's: grade it again
-            status, reason = NOT_GRADED, str(error)
-            result["final"] = False
+            with Sandbox(limits, task.get("files"), plan=plan, name=task["student"]) as box:
+                box.process = None
+                ex = LimitedExecute(config=cfg, sandbox=box,
+                                    cell_output_bytes=task.get("cell_output_bytes", 2 << 20),
+                                    notebook_output_bytes=task.get("notebook_output_bytes", 16 << 20),
+                                    notebook_timeout=task.get("notebook_timeout", 900),
+                                    message_bytes=task.get("message_bytes", 256 << 20))
+                resources = {"metadata": {"path": str(box.run_dir)},
+                             "nbgrader": {"assignment": task["assignment"], "student": task["student"],
+                                          "notebook": task["notebook"]}}
+                try:
+                    nb, _ = ex.preprocess(nb, resources)
+                    executed = True
+                except NotebookTimeout as error:
+                    SafeExecute.outcomes[key] = (TIMED_OUT, str(error))
+                except Exception:  # SafeExecute recorded why
+                    alive = box.process is not None and box.process.poll() is None
+                    timed_out = SafeExecute.outcomes.get(key, ("",))[0] == TIMED_OUT
+                    if alive and timed_out and ex.dropped_connections():
+                        SafeExecute.outcomes[key] = (
+                            "killed: output", f"one output message of {ex._running} passed "
+                            f"{_mb(ex.message_bytes)}: the connection dropped it, and the cell's end "
+                            f"with it; nothing after it ran")
+                returncode = box.process.poll() if box.process is not None else None
+                report = box.stop()
+            status, reason = SafeExecute.outcomes.pop(key, (NOT_GRADED, "execution did not start"))
+            status, reason = _blame(status, reason, report, returncode, limits)
+            flags = ex.flags + _limit_flags(report, limits)
+            if executed:
+                for index, source in hidden.items():
+                    nb.cells[index].source = source
+                try:
+                    judging = time.monotonic()
+                    flags += _judge(task, nb, limits, probe_box, session)
+                    result["judge_seconds"] = round(time.monotonic() - judging, 2)
+                    result["notebook"] = nbformat.writes(nb)
+                except JudgeUnavailable as error:  # ours, not the submission's: grade it again
+                    status, reason = NOT_GRADED, str(error)
+                    result["final"] = False
+        finally:
+            if not executed:
+                probe_box.stop()   # nothing to judge: end the waiting probe now
+            session.close()
     result.update(status=status, reason=reason, flags=flags, report=report,
                   returncode=returncode, seconds=round(time.monotonic() - started, 2))
     return result
@@ -288,15 +298,13 @@ PROBE = ["-c", "import os, runpy\nrunpy.run_module('lorakit.checks.probe_server'
                "run_name='__main__', alter_sys=True)\nos._exit(0)"]
 
 
-def _judge(task: dict, nb, limits: Limits, plan) -> list[str]:
-    """Judge the test cells here against a fresh probe in a sandbox of its own (see
-    autograde/judge.py); write the verdicts into ``nb``; return the flags."""
-    with Sandbox(limits, task.get("files"), plan=plan, name=task["student"] + "-probe") as box:
-        command = box.wrap([sys.executable, *PROBE], dict(os.environ))
-        try:
-            judgement = judge(nb, command, cell_timeout=task["timeout"])
-        finally:
-            report = box.stop()
+def _judge(task: dict, nb, limits: Limits, box: Sandbox, session) -> list[str]:
+    """Judge the test cells here against the probe ``session`` running in ``box``, a sandbox
+    of its own (see autograde/judge.py); write the verdicts into ``nb``; return the flags."""
+    try:
+        judgement = judge(nb, cell_timeout=task["timeout"], session=session)
+    finally:
+        report = box.stop()
     flags = write_verdicts(nb, judgement)
     if report.get("oom_kills"):
         flags.append(f"the probe was killed for memory ({_mb(limits.memory)})")

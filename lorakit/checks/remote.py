@@ -96,12 +96,20 @@ class ProbeSession:
         self.classes: dict[tuple, type] = {}
 
     # -- process ------------------------------------------------------------------------
-    def start(self) -> None:
+    def launch(self) -> None:
+        """Start the probe process, unless it runs: it imports torch and lorakit while the
+        caller does other work (the grader runs the notebook meanwhile). ``start`` greets it."""
+        if self.proc is not None:
+            return
         self.proc = subprocess.Popen(self.command, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      env=self.env, close_fds=True)
         self.generation += 1
         self._reset()
+
+    def start(self) -> None:
+        """Launch the probe (if ``launch`` did not), greet it, replay the cells it ran."""
+        self.launch()
         step = self.step_seconds or _probe.STEP_SECONDS
         self._request({"op": "hello", "step_seconds": max(0.5, step - 0.5)}, {}, STARTUP_SECONDS)
         for source, name, timeout in self.cells:
