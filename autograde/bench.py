@@ -116,7 +116,7 @@ def _grade_once(root: Path, work: Path, assignment: str, students: int, **settin
     release(course, [assignment])
     names = _batch(course, assignment, students)
     started = time.monotonic()
-    outcomes = pipeline.autograde(course, assignment)
+    outcomes = pipeline.autograde(course, assignment, with_feedback=True)  # as `grade` does
     pipeline.feedback(course, assignment, only_missing=True)
     wall = time.monotonic() - started
     cells = [cell_seconds(course, assignment, name) for name in names]

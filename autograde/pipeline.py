@@ -566,7 +566,7 @@ def fingerprint(course: Course, assignment: str, student: str, base: bytes) -> s
 
 
 def autograde(course: Course, assignment: str, student: str = "*",
-              regrade: bool = False) -> list[Outcome]:
+              regrade: bool = False, with_feedback: bool = False) -> list[Outcome]:
     """Autograde the submissions of ``assignment`` matching ``student`` (a glob) that have
     no result yet or changed since (their fingerprint differs); ``regrade``: all of them.
 
@@ -578,7 +578,9 @@ def autograde(course: Course, assignment: str, student: str = "*",
        (``course.workers`` at a time) or on a Dask cluster (``course.cluster``);
     4. score (nbgrader, this process), as results arrive: the executed notebooks into
        autograded/ and the gradebook, then the submission's row in the ledger. Only this
-       process writes the gradebook, autograded/ and the ledger.
+       process writes the gradebook, autograded/ and the ledger;
+    5. ``with_feedback``: the feedback HTML of each scored submission, written here while the
+       workers run the next ones (``grade`` does; see :func:`feedback`).
 
     One run per assignment at a time (the ledger's lock); a run that was killed is resumed
     by the next, which grades what has no result. Returns one Outcome per matching student.
@@ -593,11 +595,11 @@ def autograde(course: Course, assignment: str, student: str = "*",
             run = held.enter_context(ledger.lock(assignment))
         except Busy as error:
             raise PipelineError(str(error)) from None
-        return _autograde(course, ledger, run, assignment, students, regrade)
+        return _autograde(course, ledger, run, assignment, students, regrade, with_feedback)
 
 
 def _autograde(course: Course, ledger: Ledger, run: str, assignment: str,
-               students: list[str], regrade: bool) -> list[Outcome]:
+               students: list[str], regrade: bool, with_feedback: bool) -> list[Outcome]:
     rows = ledger.results(assignment).get(assignment, {})
     base = run_digest(course, assignment)
     prints = {s: fingerprint(course, assignment, s, base) for s in students}
@@ -668,7 +670,8 @@ def _autograde(course: Course, ledger: Ledger, run: str, assignment: str,
                                  incoming / out.student / assignment, prints[out.student]))
         pending[out.student] = out
     try:
-        _execute(course, assignment, tasks, pending, incoming, executed, finish)
+        _execute(course, assignment, tasks, pending, incoming, executed, finish,
+                 with_feedback)
     finally:
         logs = course.work_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -680,8 +683,10 @@ def _autograde(course: Course, ledger: Ledger, run: str, assignment: str,
 
 
 def _execute(course: Course, assignment: str, tasks: list[dict], pending: dict,
-             incoming: Path, executed: Path, finish: Callable) -> None:
-    """Run the tasks; score each batch of results as it arrives (one nbgrader pass)."""
+             incoming: Path, executed: Path, finish: Callable,
+             with_feedback: bool) -> None:
+    """Run the tasks; score each batch of results as it arrives (one nbgrader pass), and
+    with ``feedback`` write its feedback, while the workers go on with the next tasks."""
     from tqdm.auto import tqdm
 
     if not tasks:
@@ -720,6 +725,8 @@ def _execute(course: Course, assignment: str, tasks: list[dict], pending: dict,
                     name = task["student"]
                     ok = name in scored and _autograded_ok(course, name, assignment)
                     finish(pending.pop(name), ok, final=result.get("final", True))
+                    if with_feedback and ok:
+                        _write_feedback(course, assignment, [name], name, force=True)
                 bar.update(len(batch))
     finally:
         runner.close()
@@ -741,16 +748,36 @@ def feedback(course: Course, assignment: str, student: str = "*",
     course.check_assignment(assignment)
     students = [s for s in _matching(course, assignment, student)
                 if _autograded_ok(course, s, assignment)]
+    if only_missing:
+        students = [s for s in students if not _has_feedback(course, assignment, s)]
     if not students:
-        course.echo(f"no autograded submissions of {assignment}: no feedback to write")
+        course.echo(f"no autograded submissions of {assignment} without feedback: no feedback "
+                    "to write" if only_missing else
+                    f"no autograded submissions of {assignment}: no feedback to write")
         return []
-    result = course.api().generate_feedback(assignment, student, force=not only_missing)
-    log_path = course.write_log(f"feedback-{assignment}", result)
+    done = _write_feedback(course, assignment, students, student, force=not only_missing)
+    course.echo(f"feedback for {len(done)} of {len(students)} autograded submission(s) in "
+                f"{course.work_dir / 'feedback'}")
+    return done
+
+
+def _has_feedback(course: Course, assignment: str, student: str) -> bool:
+    return all((course.feedback_dir(student, assignment) / f"{n}.html").is_file()
+               for n in course.notebook_names(assignment))
+
+
+def _write_feedback(course: Course, assignment: str, students: list[str], pattern: str,
+                    force: bool) -> list[str]:
+    """One nbgrader GenerateFeedback run over ``pattern`` (a student id or glob covering
+    ``students``); a student whose HTML did not appear is flagged in the ledger and the
+    gradebook, with where to look. Returns the students that have their feedback."""
+    result = course.api().generate_feedback(assignment, pattern, force=force)
+    one = not any(c in pattern for c in "*?[")  # one student: a log of its own
+    log_path = course.write_log(f"feedback-{assignment}" + (f"-{pattern}" if one else ""),
+                                result)
     if not result["success"]:
         course.echo(f"nbgrader could not write some feedback (details in {log_path})")
-    done = [s for s in students
-            if all((course.feedback_dir(s, assignment) / f"{n}.html").is_file()
-                   for n in course.notebook_names(assignment))]
+    done = [s for s in students if _has_feedback(course, assignment, s)]
     failed = [s for s in students if s not in done]
     if failed:  # flag each one, by name, with where to look
         with course.ledger() as ledger:
@@ -763,8 +790,6 @@ def feedback(course: Course, assignment: str, student: str = "*",
                 for nb in gb.find_submission(assignment, name).notebooks:
                     nb.flagged = True
             gb.db.commit()
-    course.echo(f"feedback for {len(done)} of {len(students)} autograded submission(s) in "
-                f"{course.work_dir / 'feedback'}")
     return done
 
 
@@ -772,8 +797,8 @@ def grade(course: Course, assignment: str, student: str = "*",
           out: str | os.PathLike | None = None, regrade: bool = False) -> list[dict]:
     """autograde (what changed or has no result; every submission in its sandbox), feedback
     where it is missing, export, the class report: the whole grading of an assignment."""
-    autograde(course, assignment, student, regrade=regrade)
-    feedback(course, assignment, student, only_missing=True)
+    autograde(course, assignment, student, regrade=regrade, with_feedback=True)
+    feedback(course, assignment, student, only_missing=True)  # any a killed run left out
     rows = export(course, out)
     report(course, assignment)
     return rows

@@ -217,8 +217,6 @@ class Server:
     # -- ops ----------------------------------------------------------------------------
     def op_hello(self, h, tensors, enc, touched):
         self.step_seconds = float(h.get("step_seconds", self.step_seconds))
-        with _probe.BigIntermediates(limit=1):  # the first dispatch mode pays a one-off import
-            torch.zeros(1) + 1
         return {"torch": torch.__version__, "python": sys.version.split()[0]}
 
     def op_exec(self, h, tensors, enc, touched):
@@ -329,6 +327,8 @@ def main() -> None:
     for fd in (0, 1, 2):
         os.dup2(null, fd)
     torch.set_num_threads(1)  # probes are tiny: extra threads only spin on a busy machine
+    with _probe.BigIntermediates(limit=1):  # the first dispatch mode pays a one-off import
+        torch.zeros(1) + 1                  # (1 s): here, before the grader's hello
     server = Server(fd_in, fd_out)
     sys.stdout = sys.stderr = server.out
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -804,6 +804,29 @@ def test_tiny_export_command(tiny, tmp_path):
 
 
 @pytest.mark.slow
+def test_feedback_that_does_not_render_is_flagged_by_name(tiny, tmp_path, monkeypatch):
+    """On a copy of the tiny course: nbgrader writes no HTML for the reference student (a
+    stand-in for a template error), and the student is flagged with where to look."""
+    root = tmp_path / "course"
+    shutil.copytree(tiny.course.root, root)
+    course = P.Course(root, root / "autograde" / "course", timeout=5, echo=quiet)
+    shutil.rmtree(course.feedback_dir("reference", "01_tiny"))
+
+    class Broken:  # nbgrader's API, failing: nothing written, the reason in its log
+        def generate_feedback(self, assignment, student, force=True):
+            return {"success": False, "log": f"cannot render {student}", "error": ""}
+
+    monkeypatch.setattr(P.Course, "api", lambda self, **kw: Broken())
+    assert P.feedback(course, "01_tiny", only_missing=True) == []
+    row = {r["student_id"]: r for r in P.grade_rows(course)}["reference"]
+    assert row["flagged"] == "True" and "feedback did not render" in row["flags"]
+    log = course.work_dir / "logs" / "feedback-01_tiny.log"
+    assert "cannot render *" in log.read_text(encoding="utf-8")
+    assert {r["student_id"]: r for r in P.grade_rows(course)}["hidden-fail"]["flagged"] \
+        == tiny.rows["hidden-fail"]["flagged"]  # the others keep theirs
+
+
+@pytest.mark.slow
 def test_tiny_regrade_after_a_bad_resubmission_keeps_no_stale_grade(tiny):
     """(Runs last: it changes the tiny course.) The reference student resubmits a misnamed
     notebook: the regrade drops the stale autograded copy and feedback, and the scores."""
