@@ -406,8 +406,9 @@ def _send(conn: socket.socket, message: dict) -> None:
 
 
 #: Imported by the fork server besides this module's own imports: what every task would
-#: import on its way. The first TorchDispatchMode a check enters imports torch._dynamo
-#: (torch/_compile.py: 1.4 s here); the kernel's spec is looked up through ipykernel.
+#: import on its way. A check's first optimizer imports torch._dynamo (torch.optim's
+#: add_param_group is wrapped by torch/_compile.py: 1.4 s here); the kernel's spec is looked
+#: up through ipykernel.
 PRELOAD = ("torch._dynamo", "ipykernel.kernelspec", "IPython.paths")
 
 

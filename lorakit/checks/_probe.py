@@ -253,6 +253,13 @@ class BigIntermediates(TorchDispatchMode):
         self.limit = limit
         self.seen: list[tuple[str, tuple[int, ...]]] = []
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # False: torch leaves __torch_dispatch__ unwrapped. Its wrapper (torch._disable_dynamo)
+        # only matters under torch.compile, which a check never runs, and imports torch._dynamo
+        # the first time a mode dispatches: a second of CPU in every grader and probe.
+        return False
+
     # a layer that lives in a probe process records there: it reads RECORDING
     def __enter__(self):
         RECORDING.append(self)

@@ -327,8 +327,10 @@ def main() -> None:
     for fd in (0, 1, 2):
         os.dup2(null, fd)
     torch.set_num_threads(1)  # probes are tiny: extra threads only spin on a busy machine
-    with _probe.BigIntermediates(limit=1):  # the first dispatch mode pays a one-off import
-        torch.zeros(1) + 1                  # (1 s): here, before the grader's hello
+    # the first torch.autograd.grad imports torch.fx.experimental.symbolic_shapes (0.3 s):
+    # paid here, while the grader runs the notebook, not after its hello
+    one = torch.ones(1, requires_grad=True)
+    torch.autograd.grad(one * 2, one, torch.ones(1))
     server = Server(fd_in, fd_out)
     sys.stdout = sys.stderr = server.out
     signal.signal(signal.SIGINT, signal.SIG_IGN)
