@@ -805,25 +805,36 @@ def test_tiny_export_command(tiny, tmp_path):
 
 @pytest.mark.slow
 def test_feedback_that_does_not_render_is_flagged_by_name(tiny, tmp_path, monkeypatch):
-    """On a copy of the tiny course: nbgrader writes no HTML for the reference student (a
-    stand-in for a template error), and the student is flagged with where to look."""
+    """On a copy of the tiny course, nbgrader writes no feedback HTML (a stand-in for a
+    template error): the student is flagged with where to look, both when grading writes
+    the feedback as results arrive and when `feedback` writes what is missing."""
     root = tmp_path / "course"
     shutil.copytree(tiny.course.root, root)
     course = P.Course(root, root / "autograde" / "course", timeout=5, echo=quiet)
-    shutil.rmtree(course.feedback_dir("reference", "01_tiny"))
+    real_api = P.Course.api
 
-    class Broken:  # nbgrader's API, failing: nothing written, the reason in its log
-        def generate_feedback(self, assignment, student, force=True):
-            return {"success": False, "log": f"cannot render {student}", "error": ""}
+    def api(self, **kw):  # nbgrader's API, but its feedback fails: nothing written
+        nbgrader = real_api(self, **kw)
+        nbgrader.generate_feedback = lambda assignment, student, force=True: {
+            "success": False, "log": f"cannot render {student}", "error": ""}
+        return nbgrader
 
-    monkeypatch.setattr(P.Course, "api", lambda self, **kw: Broken())
-    assert P.feedback(course, "01_tiny", only_missing=True) == []
+    monkeypatch.setattr(P.Course, "api", api)
+    logs = course.work_dir / "logs"
+    (outcome,) = P.autograde(course, "01_tiny", "reference", regrade=True, with_feedback=True)
+    assert outcome.status == "graded"
+    assert not course.feedback_dir("reference", "01_tiny").exists()
     row = {r["student_id"]: r for r in P.grade_rows(course)}["reference"]
     assert row["flagged"] == "True" and "feedback did not render" in row["flags"]
-    log = course.work_dir / "logs" / "feedback-01_tiny.log"
-    assert "cannot render *" in log.read_text(encoding="utf-8")
-    assert {r["student_id"]: r for r in P.grade_rows(course)}["hidden-fail"]["flagged"] \
-        == tiny.rows["hidden-fail"]["flagged"]  # the others keep theirs
+    assert "feedback-01_tiny-reference.log" in row["flags"]
+    assert "cannot render reference" in (logs / "feedback-01_tiny-reference.log").read_text()
+
+    assert P.feedback(course, "01_tiny", only_missing=True) == []  # tries again, fails again
+    rows = {r["student_id"]: r for r in P.grade_rows(course)}
+    assert rows["reference"]["flags"].count("feedback did not render") == 1
+    assert "feedback-01_tiny.log" in rows["reference"]["flags"]
+    assert "cannot render *" in (logs / "feedback-01_tiny.log").read_text()
+    assert rows["hidden-fail"]["flagged"] == tiny.rows["hidden-fail"]["flagged"]  # untouched
 
 
 @pytest.mark.slow
