@@ -686,7 +686,7 @@ def _execute(course: Course, assignment: str, tasks: list[dict], pending: dict,
              incoming: Path, executed: Path, finish: Callable,
              with_feedback: bool) -> None:
     """Run the tasks; score each batch of results as it arrives (one nbgrader pass), and
-    with ``feedback`` write its feedback, while the workers go on with the next tasks."""
+    with ``with_feedback`` write its feedback, while the workers go on with the next tasks."""
     from tqdm.auto import tqdm
 
     if not tasks:
@@ -751,9 +751,8 @@ def feedback(course: Course, assignment: str, student: str = "*",
     if only_missing:
         students = [s for s in students if not _has_feedback(course, assignment, s)]
     if not students:
-        course.echo(f"no autograded submissions of {assignment} without feedback: no feedback "
-                    "to write" if only_missing else
-                    f"no autograded submissions of {assignment}: no feedback to write")
+        which = " without feedback" if only_missing else ""
+        course.echo(f"no autograded submissions of {assignment}{which}: no feedback to write")
         return []
     done = _write_feedback(course, assignment, students, student, force=not only_missing)
     course.echo(f"feedback for {len(done)} of {len(students)} autograded submission(s) in "

@@ -257,7 +257,8 @@ class BigIntermediates(TorchDispatchMode):
     def _should_skip_dynamo(cls) -> bool:
         # False: torch leaves __torch_dispatch__ unwrapped. Its wrapper (torch._disable_dynamo)
         # only matters under torch.compile, which a check never runs, and imports torch._dynamo
-        # the first time a mode dispatches: a second of CPU in every grader and probe.
+        # the first time a mode dispatches: a second of CPU in every probe (tests/checks/
+        # test_remote.py checks that a probe never imports it).
         return False
 
     # a layer that lives in a probe process records there: it reads RECORDING

@@ -63,6 +63,19 @@ def test_lora_verdicts_are_the_in_process_ones(name):
     same(local, remote)
 
 
+def test_a_probe_never_imports_torch_dynamo():
+    """The checks' dispatch mode is left unwrapped by torch (BigIntermediates declares
+    _should_skip_dynamo False): a probe that ran every check of 01 has not imported
+    torch._dynamo, a second of CPU per student."""
+    sample = load_sample(SAMPLES / "01_lora_linear" / "correct_einsum.py")
+    with probe(*sample.cells.values()) as session:
+        ns = session.lookup(["LoRALinear", "merge_lora"])
+        assert all(v is None for v in lora_matrix.verdicts(ns["LoRALinear"],
+                                                           ns.get("merge_lora")).values())
+        session.exec("import sys\nDYNAMO = 'torch._dynamo' in sys.modules", "<look>")
+        assert session.lookup(["DYNAMO"])["DYNAMO"] is False
+
+
 @pytest.mark.parametrize("folder,cls", [("03_bilinear_conditioning", "BilinearLoRALinear"),
                                         ("04_rank_space_shift", "RSSBilinearLoRA")])
 def test_conditioned_verdicts_are_the_in_process_ones(folder, cls):
